@@ -1,0 +1,65 @@
+"""The exceptions a command's life can end in.
+
+``CommandInvalid`` is raised by :meth:`Command.build` when input does not validate; ``Conflict``
+and ``Rejected`` are raised by handlers when the world, or a business rule, refuses a valid
+command. Everything else a handler raises is a fault.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+if t.TYPE_CHECKING:
+    import wtforms
+
+
+class CommandInvalid(Exception):
+    """Input did not validate, so no command was built.
+
+    :param errors: ``{field_name: [message, ...]}``, WTForms' own messages.
+    :param form: the bound form, ready to re-render with its errors.
+    """
+
+    def __init__(self, errors: dict[str, list[str]], form: wtforms.Form | None = None) -> None:
+        super().__init__(errors)
+        self.errors = errors
+        self.form = form
+
+    def __str__(self) -> str:
+        parts = [f"{name}: {' '.join(messages)}" for name, messages in self.errors.items()]
+        return "invalid command: " + "; ".join(parts)
+
+
+class _Refusal(Exception):
+    """A valid command that the handler refused; the base of :class:`Conflict` and :class:`Rejected`."""
+
+    #: The default ``code`` when none is given.
+    default_code: t.ClassVar[str]
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
+
+
+class Conflict(_Refusal):
+    """The command was fine, but the current state of the world refuses it (HTTP 409).
+
+    :param message: shown to the user (flashed over HTML, ``detail`` in problem+json).
+    :param code: a stable snake_case code for programs, ``"conflict"`` by default.
+    """
+
+    default_code = "conflict"
+
+
+class Rejected(_Refusal):
+    """A business rule refuses the command (HTTP 422, shown as a form-level error).
+
+    :param message: shown to the user.
+    :param code: a stable snake_case code for programs, ``"rejected"`` by default.
+    """
+
+    default_code = "rejected"

@@ -1,0 +1,90 @@
+"""Signals sent while commands are built and handled, for logs, metrics and tests.
+
+Connect with blinker as usual (``build_finished.connect(receiver, sender=AddTodo)``). A signal
+with no receivers costs one attribute check. A receiver that raises is logged on the
+``flask_commands`` logger and skipped: it never breaks the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from blinker import NamedSignal
+from blinker import Namespace
+
+_signals = Namespace()
+_log = logging.getLogger("flask_commands")
+
+build_started = _signals.signal("build-started")
+"""Sent before input is validated. Sender: the command class. Keyword arguments: ``data``."""
+
+build_finished = _signals.signal("build-finished")
+"""Sent after input was validated. Sender: the command class. Keyword arguments: ``command``
+(when it built) or ``errors`` (``{field: [message, ...]}``), and ``duration`` in seconds."""
+
+handle_started = _signals.signal("handle-started")
+"""Sent before a handler runs. Sender: the handler. Keyword arguments: ``command``."""
+
+handle_finished = _signals.signal("handle-finished")
+"""Sent when a handler returned or refused. Sender: the handler. Keyword arguments: ``command``,
+one of ``result``, ``conflict`` or ``rejected`` (the exception), and ``duration`` in seconds."""
+
+handle_failed = _signals.signal("handle-failed")
+"""Sent when a handler raised a fault. Sender: the handler. Keyword arguments: ``command``,
+``exception`` and ``duration`` in seconds."""
+
+replayed = _signals.signal("replayed")
+"""Sent when a stored outcome is replayed instead of running the handler again. Sender: the
+handler. Keyword arguments: ``command`` and ``key`` (the idempotency key as given)."""
+
+_ALL = (build_started, build_finished, handle_started, handle_finished, handle_failed, replayed)
+
+
+def _send(signal: NamedSignal, sender: t.Any, /, **kwargs: t.Any) -> None:
+    """Send ``signal`` to each receiver in turn, logging and skipping any receiver that raises."""
+    # blinker lets a receiver's exception escape and skips the receivers after it; we call each
+    # receiver ourselves so that a faulty metrics exporter cannot fail a command.
+    if not signal.receivers:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, **kwargs)
+        except Exception:
+            _log.exception("A receiver of the %r signal raised; it was skipped.", signal.name)
+
+
+def _describe(value: t.Any) -> str:
+    if isinstance(value, float):
+        return f"{value * 1000:.3f}ms"
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}({str(value)!r})"
+    return repr(value)
+
+
+def log_to(logger: logging.Logger | None = None, level: int = logging.INFO) -> t.Callable[[], None]:
+    """Log every signal to ``logger`` and return a function that stops it.
+
+    The receivers are held strongly (``weak=False``), so they live until the returned function is
+    called. Each record reads ``<signal> <sender> key=value ...``.
+
+    :param logger: the ``flask_commands`` logger by default.
+    :param level: the level of the records, ``logging.INFO`` by default.
+    """
+    target = logger if logger is not None else _log
+    connected: list[tuple[NamedSignal, t.Callable[..., None]]] = []
+    for signal in _ALL:
+
+        def receive(sender: t.Any, *, _name: str = signal.name, **kwargs: t.Any) -> None:
+            if target.isEnabledFor(level):
+                details = " ".join(f"{key}={_describe(value)}" for key, value in kwargs.items())
+                target.log(level, "%s %s %s", _name, getattr(sender, "__qualname__", sender), details)
+
+        signal.connect(receive, weak=False)
+        connected.append((signal, receive))
+
+    def stop() -> None:
+        for signal, receive in connected:
+            signal.disconnect(receive)
+
+    return stop
