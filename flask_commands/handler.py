@@ -1,0 +1,161 @@
+"""``@handler``: turn a command into a result inside a unit of work, and report it by signals."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import typing as t
+
+from . import signals
+from .command import Command
+from .errors import Conflict
+from .errors import Rejected
+
+if t.TYPE_CHECKING:
+    import sqlalchemy.orm
+
+C = t.TypeVar("C", bound=Command)
+R = t.TypeVar("R")
+
+#: A SQLAlchemy session (or scoped_session), or a callable returning a context manager.
+Transaction: t.TypeAlias = (
+    "sqlalchemy.orm.Session | sqlalchemy.orm.scoped_session[t.Any] | t.Callable[[], t.ContextManager[t.Any]]"
+)
+
+#: Every handler by name (``"module:qualname"``): jobs resolve only these, never an import path.
+_registry: dict[str, Handler[t.Any, t.Any]] = {}
+
+# Nesting depth of handler transactions per session, kept in ``session.info``.
+_DEPTH = "_commands_depth"
+
+
+class Handler(t.Generic[C, R]):
+    """A function that handles one command type, wrapped by :func:`handler`.
+
+    Call it with a command to run it in its transaction, or use :meth:`handle` to run it under
+    the app's idempotency store.
+    """
+
+    def __init__(
+        self,
+        command: type[C],
+        func: t.Callable[[C], R],
+        *,
+        transaction: Transaction | None,
+        queue: str | None,
+        max_attempts: int,
+    ) -> None:
+        self.command = command
+        self.func = func
+        self.transaction = transaction
+        self.queue = queue
+        self.max_attempts = max_attempts
+        self.name = f"{func.__module__}:{func.__qualname__}"
+        self.__name__ = func.__name__
+        self.__qualname__ = func.__qualname__
+        self.__module__ = func.__module__
+        self.__doc__ = func.__doc__
+
+    def __repr__(self) -> str:
+        return f"<handler {self.name} for {self.command.__name__}>"
+
+    def __call__(self, cmd: C) -> R:
+        """Run the handler on ``cmd`` in its transaction and return the result.
+
+        :raises Conflict: the state of the world refuses the command.
+        :raises Rejected: a business rule refuses the command.
+        :raises TypeError: ``cmd`` is not of the handler's command type.
+        """
+        return self._run(cmd)
+
+    def _check(self, cmd: object) -> None:
+        if not isinstance(cmd, self.command):
+            raise TypeError(
+                f"handler {self.__name__!r} takes {self.command.__name__}, not {type(cmd).__name__};"
+                " pass the command it was declared for."
+            )
+
+    def _run(self, cmd: C, before_commit: t.Callable[[t.Any], None] | None = None) -> R:
+        """Run in the unit of work; ``before_commit(session_or_None)`` runs inside it on success."""
+        self._check(cmd)
+        timed = signals.handle_finished.receivers or signals.handle_failed.receivers
+        start = time.perf_counter() if timed else 0.0
+        if signals.handle_started.receivers:
+            signals._send(signals.handle_started, self, command=cmd)
+        try:
+            with self._unit_of_work() as session:
+                result = self.func(cmd)
+                if before_commit is not None:
+                    before_commit(session)
+        except (Conflict, Rejected) as e:
+            if signals.handle_finished.receivers:
+                kind = "conflict" if isinstance(e, Conflict) else "rejected"
+                duration = time.perf_counter() - start
+                signals._send(signals.handle_finished, self, command=cmd, duration=duration, **{kind: e})
+            raise
+        except Exception as e:
+            if signals.handle_failed.receivers:
+                duration = time.perf_counter() - start
+                signals._send(signals.handle_failed, self, command=cmd, exception=e, duration=duration)
+            raise
+        if signals.handle_finished.receivers:
+            duration = time.perf_counter() - start
+            signals._send(signals.handle_finished, self, command=cmd, result=result, duration=duration)
+        return result
+
+    @contextlib.contextmanager
+    def _unit_of_work(self) -> t.Iterator[t.Any]:
+        """Commit on success and roll back on any exception; nest as a savepoint inside another."""
+        transaction = self.transaction
+        if transaction is None:
+            yield None
+            return
+        if not hasattr(transaction, "begin_nested"):
+            with transaction():
+                yield None
+            return
+        session = t.cast("sqlalchemy.orm.Session", transaction)
+        depth = session.info.get(_DEPTH, 0)
+        session.info[_DEPTH] = depth + 1
+        try:
+            if depth:
+                # Inside another handler: a savepoint, so our failure does not undo its work.
+                with session.begin_nested():
+                    yield session
+            else:
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+        finally:
+            session.info[_DEPTH] = depth
+
+
+def handler(
+    command: type[C],
+    *,
+    transaction: Transaction | None = None,
+    queue: str | None = None,
+    max_attempts: int = 5,
+) -> t.Callable[[t.Callable[[C], R]], Handler[C, R]]:
+    """Declare the decorated function as the handler of ``command``.
+
+    :param command: the command class it takes (subclasses are accepted too).
+    :param transaction: a SQLAlchemy ``Session``/``scoped_session`` (committed on success, rolled
+        back on any exception, a savepoint when nested), or a callable returning a context manager.
+    :param queue: the Celery queue of its background jobs; the app's default queue when ``None``.
+    :param max_attempts: how many times a background job runs at most, the first run included.
+    """
+    if not (isinstance(command, type) and issubclass(command, Command)):
+        raise TypeError(f"handler() takes a Command subclass, not {command!r}.")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, not {max_attempts!r}.")
+
+    def decorate(func: t.Callable[[C], R]) -> Handler[C, R]:
+        wrapped = Handler(command, func, transaction=transaction, queue=queue, max_attempts=max_attempts)
+        _registry[wrapped.name] = wrapped
+        return wrapped
+
+    return decorate
