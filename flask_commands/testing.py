@@ -50,7 +50,8 @@ class SignalRecorder:
     def of(self, name: str) -> list[SentSignal]:
         """Return the signals named ``name`` (``"handle_finished"``), in order."""
         if name not in _NAMES.values():
-            raise ValueError(f"{name!r} is not a Flask-Commands signal; use one of {sorted(_NAMES.values())}.")
+            valid = sorted(_NAMES.values())
+            raise ValueError(f"{name!r} is not a Flask-Commands signal; use one of {valid}.")
         return [s for s in self.sent if s.name == name]
 
     def _receiver(self, name: str) -> t.Callable[..., None]:
