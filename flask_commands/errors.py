@@ -63,3 +63,22 @@ class Rejected(_Refusal):
     """
 
     default_code = "rejected"
+
+
+class _InProgress(Conflict):
+    """Another run holds the command's idempotency key; try again in ``retry_after`` seconds."""
+
+    default_code = "in_progress"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("This command is already being handled; try again shortly.")
+        self.retry_after = retry_after
+
+
+class _KeyReused(Rejected):
+    """The idempotency key was used before with another payload."""
+
+    default_code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__("This idempotency key was already used with another payload.")

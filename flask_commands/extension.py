@@ -119,14 +119,3 @@ class Commands:
                 " to call 'init_app', or did you create multiple 'Commands' instances?"
             ) from None
 
-
-def _state() -> _AppState:
-    """Return the current app's Flask-Commands state; ``RuntimeError`` if the extension is missing."""
-    try:
-        extension = current_app.extensions["commands"]
-    except KeyError:
-        raise RuntimeError(
-            "Flask-Commands is not registered on the current app; call 'Commands(app)' or"
-            " 'commands.init_app(app)' first."
-        ) from None
-    return t.cast(Commands, extension)._state()

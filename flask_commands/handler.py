@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import typing as t
 
+from flask import current_app
+
 from . import signals
 from .command import Command
+from .command import type_name
 from .errors import Conflict
 from .errors import Rejected
+from .errors import _InProgress
+from .errors import _KeyReused
+from .idempotency.store import Acquired
+from .idempotency.store import InProgress
+from .idempotency.store import Replay
+from .idempotency.store import StoredResponse
+from .idempotency.store import fingerprint
 
 if t.TYPE_CHECKING:
     import sqlalchemy.orm
+
+    from .extension import _AppState
 
 C = t.TypeVar("C", bound=Command)
 R = t.TypeVar("R")
@@ -67,6 +80,61 @@ class Handler(t.Generic[C, R]):
         :raises TypeError: ``cmd`` is not of the handler's command type.
         """
         return self._run(cmd)
+
+    def handle(self, cmd: C, key: str | None = None) -> R | None:
+        """Run the handler on ``cmd`` at most once per key, under the app's idempotency store.
+
+        The first call with a key runs the handler and stores its outcome; later calls with the
+        same key and the same command values replay it: they return ``None`` (the ``replayed``
+        signal is sent) or raise the stored ``Conflict``/``Rejected`` again. A fault is not
+        stored, so a retry runs the handler again.
+
+        :param key: the idempotency key, ``str(cmd.id)`` by default; scoped by command type.
+        :raises Conflict: the handler's conflict, or code ``"in_progress"`` while another run holds
+            the key (``retry_after`` says for how long at most).
+        :raises Rejected: the handler's rejection, or code ``"idempotency_key_reused"`` when the key
+            was used with other values.
+        """
+        self._check(cmd)
+        state = _app_state()
+        store = state.store
+        scoped = f"{type_name(self.command)}:{key if key is not None else cmd.id}"
+        claim = store.claim(scoped, _fingerprint(cmd), lease=state.lease)
+        if isinstance(claim, Replay):
+            if signals.replayed.receivers:
+                given = key if key is not None else str(cmd.id)
+                signals._send(signals.replayed, self, command=cmd, key=given)
+            response = claim.record.response
+            if claim.record.outcome != "ok" and response is not None:
+                raise _refusal_from(response)
+            return None
+        if isinstance(claim, InProgress):
+            raise _InProgress(claim.retry_after)
+        if not isinstance(claim, Acquired):
+            raise _KeyReused()
+        token = claim.token
+        completed = False
+
+        def complete_with_writes(session: t.Any) -> None:
+            # On the store's database the record commits in the handler's own transaction, so a
+            # crash can never leave the writes without the record (and run the handler twice).
+            nonlocal completed
+            if session is not None and store.same_database(session.connection()):
+                store.complete(scoped, token, outcome="ok", ttl=state.ttl, connection=session.connection())
+                completed = True
+
+        try:
+            result = self._run(cmd, complete_with_writes)
+        except (Conflict, Rejected) as e:
+            outcome: t.Literal["conflict", "rejected"] = "conflict" if isinstance(e, Conflict) else "rejected"
+            store.complete(scoped, token, outcome=outcome, ttl=state.ttl, response=_refusal_response(e))
+            raise
+        except BaseException:
+            store.release(scoped, token)
+            raise
+        if not completed:
+            store.complete(scoped, token, outcome="ok", ttl=state.ttl)
+        return result
 
     def _check(self, cmd: object) -> None:
         if not isinstance(cmd, self.command):
@@ -131,6 +199,44 @@ class Handler(t.Generic[C, R]):
                     raise
         finally:
             session.info[_DEPTH] = depth
+
+
+def _app_state() -> _AppState:
+    """Return the current app's Flask-Commands state; ``RuntimeError`` without the extension."""
+    try:
+        extension = current_app.extensions["commands"]
+    except KeyError:
+        raise RuntimeError(
+            "Flask-Commands is not registered on the current app; call 'Commands(app)' or"
+            " 'commands.init_app(app)' first."
+        ) from None
+    return t.cast("_AppState", extension._state())
+
+
+def _fingerprint(cmd: Command) -> str:
+    """Hash of the command type and its values, without ``id`` and ``issued_at``."""
+    values = cmd.to_dict()
+    del values["id"], values["issued_at"]
+    return fingerprint(type_name(type(cmd)), values)
+
+
+def _refusal_response(e: Conflict | Rejected) -> StoredResponse:
+    """The problem+json response a refusal is stored as, so any later replay can show it."""
+    status = 409 if isinstance(e, Conflict) else 422
+    title = e.__class__.__name__
+    body = {"type": "about:blank", "title": title, "status": status, "detail": e.message, "code": e.code}
+    headers = [("Content-Type", "application/problem+json")]
+    return StoredResponse(status, headers, json.dumps(body).encode())
+
+
+def _refusal_from(response: StoredResponse) -> Conflict | Rejected:
+    """Rebuild the ``Conflict`` or ``Rejected`` a stored refusal response stands for."""
+    try:
+        body = json.loads(response.body)
+        message, code = str(body["detail"]), str(body["code"])
+    except (ValueError, KeyError, TypeError):
+        message, code = "This command was refused earlier.", None
+    return Conflict(message, code=code) if response.status == 409 else Rejected(message, code=code)
 
 
 def handler(
