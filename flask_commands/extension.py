@@ -10,6 +10,8 @@ from flask import Blueprint
 from flask import Flask
 from flask import current_app
 
+from .cli import commands_cli
+
 if t.TYPE_CHECKING:
     from .idempotency.store import Store
 
@@ -98,6 +100,7 @@ class Commands:
             app.config.setdefault(key, value)
         self._states[app] = _AppState(app.config)
         app.extensions["commands"] = self
+        app.cli.add_command(commands_cli)
         app.register_blueprint(
             Blueprint(
                 "commands",
@@ -107,6 +110,15 @@ class Commands:
                 static_url_path="/_commands/static",
             )
         )
+
+    def create_tables(self, app: Flask | None = None) -> None:
+        """Create the idempotency table of ``app``'s SQLAlchemy store (the current app by default).
+
+        Does nothing for a memory store. Alembic users can instead include the store's ``table``.
+        """
+        store = self._state(app).store
+        if hasattr(store, "create_table"):
+            store.create_table()
 
     def _state(self, app: Flask | None = None) -> _AppState:
         """Return the state of ``app`` (the current app by default)."""

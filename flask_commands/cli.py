@@ -1,0 +1,139 @@
+"""The ``flask commands`` CLI group: list, schema, run, purge and init-db."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from . import _codec
+from .command import Command
+from .command import _registry as _commands
+from .command import type_name
+from .errors import CommandInvalid
+from .errors import Conflict
+from .errors import Rejected
+from .handler import Handler
+from .handler import _registry as _handlers
+
+commands_cli = AppGroup("commands", help="Commands, their schemas, and idempotency records.")
+
+
+def _find_command(name: str) -> type[Command]:
+    """Find a command by its type name (``module:QualName``) or its unique class name."""
+    if name in _commands:
+        return _commands[name]
+    found = [cls for full, cls in _commands.items() if full.rpartition(":")[2] == name]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise click.ClickException(f"No command named {name!r}; 'flask commands list' shows them.")
+    names = ", ".join(sorted(type_name(cls) for cls in found))
+    raise click.ClickException(f"{name!r} names several commands ({names}); use the full name.")
+
+
+def _handler_for(cls: type[Command]) -> Handler[t.Any, t.Any]:
+    found = [h for h in _handlers.values() if h.command is cls]
+    if len(found) != 1:
+        count = "no handler" if not found else f"{len(found)} handlers"
+        raise click.ClickException(f"{cls.__name__} has {count}; 'run' needs exactly one.")
+    return found[0]
+
+
+def _describe_field(info: t.Any) -> str:
+    annotation = getattr(info.annotation, "__name__", None) or repr(info.annotation).replace("typing.", "")
+    validators = [type(v).__name__ for v in info.options.validators]
+    flags = [flag for flag, on in (("required", info.required), ("trusted", info.trusted)) if on]
+    return " ".join([f"{info.name}: {annotation}", *flags, *(f"[{v}]" for v in validators)])
+
+
+@commands_cli.command("list")
+def list_commands() -> None:
+    """List every command with its fields and handlers."""
+    for full in sorted(_commands):
+        cls = _commands[full]
+        click.echo(full)
+        for info in cls._fields:
+            click.echo(f"    {_describe_field(info)}")
+        for h in sorted((h for h in _handlers.values() if h.command is cls), key=lambda h: h.name):
+            click.echo(f"    handler {h.name}")
+
+
+@commands_cli.command("schema")
+@click.argument("name")
+def schema(name: str) -> None:
+    """Print the JSON Schema of command NAME's input."""
+    click.echo(json.dumps(_find_command(name).json_schema(), indent=2))
+
+
+@commands_cli.command("run")
+@click.argument("name")
+@click.option("--data", "data_text", default="{}", help="The command's input as a JSON object.")
+@click.option("--trusted", "trusted_text", default="{}", help="Trusted field values as a JSON object.")
+def run(name: str, data_text: str, trusted_text: str) -> None:
+    """Build command NAME from --data and handle it, printing the outcome as JSON.
+
+    Exits 0 when handled, 1 when the input is invalid, 2 on a conflict or a rejection.
+    """
+    cls = _find_command(name)
+    handler = _handler_for(cls)
+    data = _json_object(data_text, "--data")
+    trusted = _json_object(trusted_text, "--trusted")
+    expected = {info.name for info in cls._fields if info.trusted}
+    if set(trusted) != expected:
+        names = ", ".join(sorted(expected)) or "none"
+        raise click.ClickException(
+            f"--trusted must set exactly the trusted fields of {cls.__name__}: {names}."
+        )
+    try:
+        cmd = cls.build(data, **trusted)
+    except CommandInvalid as e:
+        _emit({"outcome": "invalid", "errors": e.errors}, 1)
+    try:
+        result = handler.handle(cmd)
+    except (Conflict, Rejected) as e:
+        kind = "conflict" if isinstance(e, Conflict) else "rejected"
+        _emit({"outcome": kind, "message": e.message, "code": e.code, "id": str(cmd.id)}, 2)
+    _emit({"outcome": "ok", "id": str(cmd.id), "result": _jsonable(result)}, 0)
+
+
+def _json_object(text: str, option: str) -> dict[str, t.Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise click.ClickException(f"{option} is not valid JSON: {e}.") from None
+    if not isinstance(value, dict):
+        raise click.ClickException(f"{option} must be a JSON object, not {type(value).__name__}.")
+    return value
+
+
+def _jsonable(value: t.Any) -> t.Any:
+    try:
+        return _codec.to_jsonable(value)
+    except TypeError:
+        return repr(value)
+
+
+def _emit(outcome: dict[str, t.Any], status: int) -> t.NoReturn:
+    click.echo(json.dumps(outcome))
+    raise SystemExit(status)
+
+
+@commands_cli.command("purge")
+def purge() -> None:
+    """Delete expired idempotency records and print how many."""
+    removed = current_app.extensions["commands"]._state().store.purge()
+    click.echo(f"Deleted {removed} expired idempotency record{'s' if removed != 1 else ''}.")
+
+
+@commands_cli.command("init-db")
+def init_db() -> None:
+    """Create the idempotency table of a SQLAlchemy store, if missing."""
+    store = current_app.extensions["commands"]._state().store
+    if not hasattr(store, "create_table"):
+        raise click.ClickException(f"The idempotency store {store!r} has no table to create.")
+    store.create_table()
+    click.echo(f"The idempotency table {store.table.name!r} is ready.")
