@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 import typing as t
@@ -18,6 +19,8 @@ from .errors import _InProgress
 from .errors import _KeyReused
 from .idempotency.store import Acquired
 from .idempotency.store import InProgress
+from .idempotency.store import Mismatch
+from .idempotency.store import OutcomeKind
 from .idempotency.store import Replay
 from .idempotency.store import StoredResponse
 from .idempotency.store import fingerprint
@@ -96,45 +99,59 @@ class Handler(t.Generic[C, R]):
             was used with other values.
         """
         self._check(cmd)
-        state = _app_state()
-        store = state.store
+        store = _app_state().store
         scoped = f"{type_name(self.command)}:{key if key is not None else cmd.id}"
-        claim = store.claim(scoped, _fingerprint(cmd), lease=state.lease)
-        if isinstance(claim, Replay):
+        ran = self._run_claimed(cmd, scoped)
+        if isinstance(ran, Replay):
             if signals.replayed.receivers:
                 given = key if key is not None else str(cmd.id)
                 signals._send(signals.replayed, self, command=cmd, key=given)
-            response = claim.record.response
-            if claim.record.outcome != "ok" and response is not None:
+            response = ran.record.response
+            if ran.record.outcome != "ok" and response is not None:
                 raise _refusal_from(response)
             return None
-        if isinstance(claim, InProgress):
-            raise _InProgress(claim.retry_after)
-        if not isinstance(claim, Acquired):
+        if isinstance(ran, InProgress):
+            raise _InProgress(ran.retry_after)
+        if isinstance(ran, Mismatch):
             raise _KeyReused()
-        token = claim.token
-        completed = False
+        if ran.refusal is not None:
+            store.complete(
+                scoped, ran.token, outcome=ran.outcome, ttl=ran.ttl, response=_refusal_response(ran.refusal)
+            )
+            raise ran.refusal
+        if not ran.completed:
+            store.complete(scoped, ran.token, outcome="ok", ttl=ran.ttl)
+        return ran.result
+
+    def _run_claimed(self, cmd: C, scoped: str) -> _Ran[R] | Replay | InProgress | Mismatch:
+        """Claim ``scoped`` and, if it is ours, run the handler; the caller stores the outcome.
+
+        A successful run on the store's database has its completion record written inside the
+        handler's transaction (``completed``); a fault releases the claim and propagates.
+        """
+        state = _app_state()
+        store = state.store
+        claim = store.claim(scoped, _fingerprint(cmd), lease=state.lease)
+        if not isinstance(claim, Acquired):
+            return claim
+        ran: _Ran[R] = _Ran(claim.token, state.ttl)
 
         def complete_with_writes(session: t.Any) -> None:
             # On the store's database the record commits in the handler's own transaction, so a
             # crash can never leave the writes without the record (and run the handler twice).
-            nonlocal completed
-            if session is not None and store.same_database(session.connection()):
-                store.complete(scoped, token, outcome="ok", ttl=state.ttl, connection=session.connection())
-                completed = True
+            if session is not None and store.same_database(connection := session.connection()):
+                store.complete(scoped, ran.token, outcome="ok", ttl=state.ttl, connection=connection)
+                ran.completed = True
 
         try:
-            result = self._run(cmd, complete_with_writes)
+            ran.result = self._run(cmd, complete_with_writes)
         except (Conflict, Rejected) as e:
-            outcome: t.Literal["conflict", "rejected"] = "conflict" if isinstance(e, Conflict) else "rejected"
-            store.complete(scoped, token, outcome=outcome, ttl=state.ttl, response=_refusal_response(e))
-            raise
+            ran.refusal = e
+            ran.outcome = "conflict" if isinstance(e, Conflict) else "rejected"
         except BaseException:
-            store.release(scoped, token)
+            store.release(scoped, claim.token)
             raise
-        if not completed:
-            store.complete(scoped, token, outcome="ok", ttl=state.ttl)
-        return result
+        return ran
 
     def _check(self, cmd: object) -> None:
         if not isinstance(cmd, self.command):
@@ -199,6 +216,18 @@ class Handler(t.Generic[C, R]):
                     raise
         finally:
             session.info[_DEPTH] = depth
+
+
+@dataclasses.dataclass(slots=True)
+class _Ran(t.Generic[R]):
+    """A claimed run of a handler: its token, and how it ended."""
+
+    token: str
+    ttl: float
+    result: R | None = None
+    refusal: Conflict | Rejected | None = None
+    outcome: OutcomeKind = "ok"
+    completed: bool = False  # the "ok" record was written in the handler's transaction
 
 
 def _app_state() -> _AppState:
