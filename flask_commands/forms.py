@@ -190,9 +190,9 @@ def _unbound_field(info: FieldInfo) -> t.Any:
     if info.default is not dataclasses.MISSING:
         kwargs["default"] = _form_default(info)
     if info.kind == "choice":
-        choices = [(text, _choice_label(value)) for text, value in info.choices.items()]
+        choices = [_select_choice(text, _choice_label(value)) for text, value in info.choices.items()]
         if info.optional:
-            choices.insert(0, ("", ""))
+            choices.insert(0, _select_choice("", ""))
         return wtforms.SelectField(choices=choices, **kwargs)
     return _FIELD_CLASSES[info.kind](**kwargs)
 
@@ -204,6 +204,13 @@ def _form_default(info: FieldInfo) -> t.Any:
             return lambda: _choice_text(default())
         return _choice_text(default)
     return default
+
+
+def _select_choice(value: str, label: str) -> t.Any:
+    # WTForms 3.3 deprecates (value, label) tuples (a DeprecationWarning on every form) in favour
+    # of SelectChoice, which WTForms 3.2 does not have.
+    select_choice = getattr(wtforms, "SelectChoice", None)
+    return (value, label) if select_choice is None else select_choice(value, label)
 
 
 def _choice_text(value: t.Any) -> str | None:
