@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 import typing as t
 
@@ -23,6 +24,7 @@ from .idempotency.store import Mismatch
 from .idempotency.store import OutcomeKind
 from .idempotency.store import Replay
 from .idempotency.store import StoredResponse
+from .idempotency.store import StoreUnavailable
 from .idempotency.store import fingerprint
 
 if t.TYPE_CHECKING:
@@ -40,6 +42,8 @@ Transaction: t.TypeAlias = (
 
 #: Every handler by name (``"module:qualname"``): jobs resolve only these, never an import path.
 _registry: dict[str, Handler[t.Any, t.Any]] = {}
+
+_log = logging.getLogger("flask_commands")
 
 # Nesting depth of handler transactions per session, kept in ``session.info``.
 _DEPTH = "_commands_depth"
@@ -149,7 +153,11 @@ class Handler(t.Generic[C, R]):
             ran.refusal = e
             ran.outcome = "conflict" if isinstance(e, Conflict) else "rejected"
         except BaseException:
-            store.release(scoped, claim.token)
+            try:
+                store.release(scoped, claim.token)
+            except StoreUnavailable:
+                # The lease will expire on its own; the handler's fault is the error to report.
+                _log.warning("Could not release idempotency key %r; its lease will expire.", scoped)
             raise
         return ran
 
