@@ -118,7 +118,9 @@ class _CommandMeta(type):
         return cls
 
 
-_FORM_NAMES = frozenset(name for name in dir(wtforms.Form) if not name.startswith("__"))
+# An instance, not the class: a form sets ``meta``, ``form_errors`` and ``_fields`` in __init__,
+# and a field of that name would replace them on the bound form.
+_FORM_NAMES = frozenset(name for name in dir(wtforms.Form()) if not name.startswith("__"))
 
 
 class Command(metaclass=_CommandMeta):
