@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 import typing as t
 
+import flask
 import pytest
+import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
 
 SERVICES = {
     "postgresql": ("127.0.0.1", 5432, "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
@@ -51,3 +55,46 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@pytest.fixture
+def app(tmp_path: pathlib.Path) -> flask.Flask:
+    """A bare Flask app (no extension) whose SQLAlchemy database is a SQLite file in ``tmp_path``."""
+    app = flask.Flask(__name__)
+    app.config["TESTING"] = True
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    return app
+
+
+@pytest.fixture
+def app_ctx(app: flask.Flask) -> t.Iterator[flask.ctx.AppContext]:
+    with app.app_context() as ctx:
+        yield ctx
+
+
+def _sqlite_transactions(engine: sa.Engine) -> None:
+    """Let SQLAlchemy emit BEGIN itself, so that SAVEPOINTs are part of the transaction.
+
+    sqlite3's legacy transaction control (the default before Python 3.16) emits no BEGIN before a
+    SAVEPOINT, so a savepoint opened first starts the transaction and its RELEASE commits it: a
+    nested handler's writes would survive the outer handler's rollback. This is SQLAlchemy's
+    documented workaround ("Transactions with SQLite and the sqlite3 driver").
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: t.Any, record: t.Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+@pytest.fixture
+def db(app: flask.Flask, app_ctx: flask.ctx.AppContext) -> t.Iterator[SQLAlchemy]:
+    """Flask-SQLAlchemy on ``app``'s SQLite file, with real transactions and savepoints."""
+    db = SQLAlchemy(app)
+    _sqlite_transactions(db.engine)
+    yield db
+    db.session.remove()
+    db.engine.dispose()
