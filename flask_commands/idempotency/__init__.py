@@ -1,0 +1,1 @@
+"""Idempotency keys: claim a key atomically, run once, replay the stored outcome to duplicates."""

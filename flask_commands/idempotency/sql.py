@@ -1,0 +1,429 @@
+"""An idempotency store in a database table, shared by every process: SQLite, PostgreSQL, MariaDB/MySQL.
+
+Every state change is one atomic statement, never a check followed by a write:
+
+- claim: ``INSERT … ON CONFLICT (key) DO UPDATE … WHERE expires_at <= now RETURNING key``
+  (PostgreSQL, SQLite) inserts a new key or takes over an expired one; MariaDB/MySQL use
+  ``INSERT IGNORE`` and then a conditional ``UPDATE … WHERE expires_at <= now``. Only when neither
+  took the key is the row read, to tell a duplicate why. A new key costs one statement.
+- complete: ``UPDATE … WHERE key = ? AND token = ? AND outcome IS NULL``, on the handler's own
+  connection when given, so it commits or rolls back with the handler's writes.
+
+The store's own statements run in autocommit mode: each is a transaction by itself, and no
+``BEGIN``/``COMMIT`` round trips are spent around them. Times are epoch seconds (UTC) from the
+Python clock, stored as double precision on every dialect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import secrets
+import threading
+import time
+import typing as t
+import weakref
+
+import sqlalchemy as sa
+import sqlalchemy.exc
+from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.ext.compiler import compiles
+
+from .store import _KEY_MAX_LENGTH
+from .store import Acquired
+from .store import Claim
+from .store import InProgress
+from .store import LeaseLost
+from .store import OutcomeKind
+from .store import Record
+from .store import StoredResponse
+from .store import StoreUnavailable
+from .store import _check_claim
+from .store import _check_complete
+from .store import _check_key
+from .store import _datetime
+from .store import _decide
+from .store import _timestamp
+
+if t.TYPE_CHECKING:
+    from sqlalchemy.sql.compiler import TypeCompiler
+
+_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+# A claim retries only when the row it lost to vanished or expired before it could be read.
+_CLAIM_ATTEMPTS = 4
+
+
+class _Key(sa.String):
+    """The key column: compared byte for byte on every dialect."""
+
+    cache_ok = True
+
+
+@compiles(_Key, "mysql")
+@compiles(_Key, "mariadb")
+def _compile_key(type_: _Key, compiler: TypeCompiler, **kw: t.Any) -> str:
+    # The default utf8mb4 collation is case-insensitive and pads with spaces, so "abc", "ABC"
+    # and "abc " would be one key. MariaDB's nopad_bin and MySQL 8's 0900_bin are neither.
+    # 512 characters of utf8mb4 are 2048 bytes, inside InnoDB's 3072-byte index limit.
+    collation = "utf8mb4_nopad_bin" if compiler.dialect.is_mariadb else "utf8mb4_0900_bin"  # type: ignore[attr-defined]
+    return f"VARCHAR({type_.length}) CHARACTER SET utf8mb4 COLLATE {collation}"
+
+
+def _make_table(name: str, metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("key", _Key(_KEY_MAX_LENGTH), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("token", sa.String(32), nullable=False),
+        # NULL while the claimant runs; "ok", "conflict" or "rejected" once done.
+        sa.Column("outcome", sa.String(16), nullable=True),
+        # Epoch seconds: the end of the lease while running, of the record's life once done.
+        sa.Column("expires_at", sa.Double(), nullable=False, index=True),
+        sa.Column("status", sa.Integer(), nullable=True),
+        sa.Column("headers", sa.Text(), nullable=True),
+        # MySQL's BLOB stops at 64 KiB; a rendered page can be larger.
+        sa.Column("body", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"), nullable=True),
+    )
+
+
+class SQLAlchemyStore:
+    """An idempotency store in the table ``table`` of a database, shared by all processes.
+
+    The table is created on first use if missing (or by :meth:`create_table`); add
+    :attr:`table` to your Alembic metadata to manage it with migrations instead. Given a URL, the
+    store creates and owns its engine (autocommit; SQLite in WAL mode); :meth:`dispose` closes it.
+    Engines are disposed in a forked child, so a pre-forking server never shares connections.
+
+    :param engine_or_url: an engine, or a database URL for the store to create one.
+    :param table: the name of the table.
+    :raises ValueError: the database is not SQLite, PostgreSQL or MariaDB/MySQL.
+    """
+
+    table: sa.Table
+    """The store's table, in its own :class:`~sqlalchemy.MetaData`."""
+
+    def __init__(
+        self, engine_or_url: sa.Engine | sa.URL | str, *, table: str = "commands_idempotency"
+    ) -> None:
+        url = engine_or_url.url if isinstance(engine_or_url, sa.Engine) else sa.make_url(engine_or_url)
+        if url.get_backend_name() not in _DIALECTS:
+            raise ValueError(
+                f"SQLAlchemyStore does not support the {url.get_backend_name()!r} dialect;"
+                " use SQLite, PostgreSQL or MariaDB/MySQL, or MemoryStore."
+            )
+        if isinstance(engine_or_url, sa.Engine):
+            self._engine = engine_or_url
+            self._owns_engine = False
+            self._autocommit: sa.Engine = engine_or_url.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            self._engine = _create_engine(url)
+            self._owns_engine = True
+            self._autocommit = self._engine
+        self.table = _make_table(table, sa.MetaData())
+        self._statements = _Statements(self.table, self._engine.dialect.name)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        # Tests replace the clock to expire leases without sleeping.
+        self._clock: t.Callable[[], float] = time.time
+        _dispose_after_fork(self._engine)
+
+    def __repr__(self) -> str:
+        return f"<SQLAlchemyStore {self.table.name!r} at {self._url()}>"
+
+    def create_table(self) -> None:
+        """Create the store's table and index if they do not exist yet.
+
+        :raises StoreUnavailable: the database cannot be reached.
+        """
+        with self._unavailable():
+            try:
+                self.table.create(self._engine, checkfirst=True)
+            except sa.exc.DBAPIError:
+                # Another process created the table between our check and our CREATE TABLE.
+                if not sa.inspect(self._engine).has_table(self.table.name):
+                    raise
+        self._ready = True
+
+    def dispose(self) -> None:
+        """Close the connections of the engine the store created; an engine passed in is left alone."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def same_database(self, bind: sa.Engine | sa.Connection) -> bool:
+        """Return whether ``bind`` reaches the store's database, so ``complete(connection=...)`` applies.
+
+        Engines match when they share a pool, or when their URLs name the same backend, user, host,
+        port and database (passwords and drivers aside; SQLite files by their real path).
+        """
+        engine = bind.engine if isinstance(bind, sa.Connection) else bind
+        if engine.pool is self._engine.pool:
+            return True
+        mine = _identity(self._engine.url)
+        return mine is not None and mine == _identity(engine.url)
+
+    def claim(self, key: str, fingerprint: str, *, lease: float) -> Claim:
+        """Claim ``key`` atomically for ``lease`` seconds, or say why not.
+
+        :raises StoreUnavailable: the database cannot be reached.
+        """
+        _check_claim(key, fingerprint, lease)
+        statements = self._statements
+        with self._connect() as conn:
+            for _ in range(_CLAIM_ATTEMPTS):
+                now = self._clock()
+                token = secrets.token_hex(16)
+                params = {"k": key, "fp": fingerprint, "tok": token, "exp": now + lease, "now": now}
+                if statements.take(conn, params):
+                    return Acquired(token)
+                row = conn.execute(statements.select, {"k": key}).first()
+                if row is None:
+                    continue  # released or purged since our statement: claim again
+                decision = _decide(_record(key, row), row.expires_at, fingerprint, self._clock())
+                if decision is not None:
+                    return decision
+        # The row kept vanishing or expiring under us; the caller may retry at once.
+        return InProgress(retry_after=0.0)
+
+    def complete(
+        self,
+        key: str,
+        token: str,
+        *,
+        outcome: OutcomeKind,
+        ttl: float,
+        response: StoredResponse | None = None,
+        connection: sa.Connection | None = None,
+    ) -> None:
+        """Mark ``token``'s claim done with ``outcome`` for ``ttl`` seconds.
+
+        :param connection: the handler's connection, in its open transaction (see
+            :meth:`same_database`): the record then commits or rolls back with its writes. Its
+            errors are the handler's and pass through unchanged.
+        :raises LeaseLost: the claim is no longer ``token``'s; roll the handler's transaction back.
+        :raises StoreUnavailable: the database cannot be reached (without ``connection``).
+        """
+        _check_complete(outcome, ttl)
+        params: dict[str, t.Any] = {"k": key, "tok": token, "outcome": outcome, "exp": self._clock() + ttl}
+        if response is None:
+            statement = self._statements.complete
+        else:
+            statement = self._statements.complete_with_response
+            params.update(_response_params(response))
+        if connection is not None:
+            self._ensure_table()
+            rowcount = connection.execute(statement, params).rowcount
+        else:
+            with self._connect() as conn:
+                rowcount = conn.execute(statement, params).rowcount
+        if rowcount != 1:
+            raise LeaseLost(
+                f"the claim on idempotency key {key!r} is no longer token {token!r}'s: its lease ended"
+                " and another claimant took the key over."
+            )
+
+    def attach_response(self, key: str, token: str, response: StoredResponse) -> None:
+        """Store ``response`` on the done record of ``token``'s claim.
+
+        :raises LeaseLost: there is no done record of ``token``'s claim.
+        :raises StoreUnavailable: the database cannot be reached.
+        """
+        params = {"k": key, "tok": token, **_response_params(response)}
+        with self._connect() as conn:
+            # MySQL counts matched rows (SQLAlchemy sets CLIENT_FOUND_ROWS), so attaching the
+            # same response twice still counts 1.
+            if conn.execute(self._statements.attach, params).rowcount != 1:
+                raise LeaseLost(f"idempotency key {key!r} has no done record of token {token!r}.")
+
+    def release(self, key: str, token: str) -> None:
+        """Forget ``token``'s running claim on ``key``; do nothing when it is not running.
+
+        :raises StoreUnavailable: the database cannot be reached.
+        """
+        with self._connect() as conn:
+            conn.execute(self._statements.release, {"k": key, "tok": token})
+
+    def get(self, key: str) -> Record | None:
+        """Return the record of ``key``, or ``None`` when it is absent or expired.
+
+        :raises StoreUnavailable: the database cannot be reached.
+        """
+        _check_key(key)
+        with self._connect() as conn:
+            row = conn.execute(self._statements.select, {"k": key}).first()
+        if row is None or row.expires_at <= self._clock():
+            return None
+        return _record(key, row)
+
+    def purge(self, now: datetime.datetime | None = None) -> int:
+        """Delete records expired at ``now`` (default: the current time); return how many.
+
+        :raises StoreUnavailable: the database cannot be reached.
+        """
+        cutoff = _timestamp(now, self._clock())
+        with self._connect() as conn:
+            return conn.execute(self._statements.purge, {"now": cutoff}).rowcount
+
+    def _ensure_table(self) -> None:
+        if not self._ready:
+            with self._ready_lock:
+                if not self._ready:
+                    self.create_table()
+
+    @contextlib.contextmanager
+    def _connect(self) -> t.Iterator[sa.Connection]:
+        self._ensure_table()
+        with self._unavailable(), self._autocommit.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _unavailable(self) -> t.Iterator[None]:
+        try:
+            yield
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+            raise StoreUnavailable(
+                f"the idempotency store at {self._url()} cannot be reached: {e.orig}"
+            ) from e
+
+    def _url(self) -> str:
+        return self._engine.url.render_as_string(hide_password=True)
+
+
+class _Statements:
+    """The store's statements, built once; parameters are bound by name at execution."""
+
+    def __init__(self, table: sa.Table, dialect: str) -> None:
+        c = table.c
+        by_key = c.key == sa.bindparam("k")
+        by_token = c.token == sa.bindparam("tok")
+        row: dict[str, t.Any] = {
+            "key": sa.bindparam("k"),
+            "fingerprint": sa.bindparam("fp"),
+            "token": sa.bindparam("tok"),
+            "expires_at": sa.bindparam("exp"),
+        }
+        cleared = {"outcome": None, "status": None, "headers": None, "body": None}
+        claimable = c.expires_at <= sa.bindparam("now")
+        self.upsert: sa.Executable | None = None
+        if dialect in ("postgresql", "sqlite"):
+            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(row)
+            excluded = insert.excluded
+            # One statement inserts a new key or takes over an expired one. PostgreSQL locks the
+            # conflicting row and re-checks WHERE on its latest version, so two claimants of an
+            # expired row cannot both win. Psycopg 3 may report rowcount -1 here: use RETURNING.
+            self.upsert = insert.on_conflict_do_update(
+                index_elements=[c.key],
+                set_={
+                    "fingerprint": excluded.fingerprint,
+                    "token": excluded.token,
+                    "expires_at": excluded.expires_at,
+                    **cleared,
+                },
+                where=claimable,
+            ).returning(c.key)
+        # MariaDB/MySQL have no conditional upsert: INSERT IGNORE takes a new key (it would also
+        # turn data errors into warnings, which is why keys and fingerprints are checked first),
+        # then a conditional UPDATE takes over an expired one.
+        self.insert_ignore = sa.insert(table).prefix_with("IGNORE").values(row)
+        self.insert_ignore_returning = self.insert_ignore.returning(c.key)
+        self.take_over = (
+            sa.update(table)
+            .where(c.key == sa.bindparam("k"), claimable)
+            .values(
+                fingerprint=sa.bindparam("fp"),
+                token=sa.bindparam("tok"),
+                expires_at=sa.bindparam("exp"),
+                **cleared,
+            )
+        )
+        self.select = sa.select(c.fingerprint, c.outcome, c.expires_at, c.status, c.headers, c.body).where(
+            by_key
+        )
+        done: dict[str, t.Any] = {"outcome": sa.bindparam("outcome"), "expires_at": sa.bindparam("exp")}
+        response: dict[str, t.Any] = {
+            "status": sa.bindparam("status"),
+            "headers": sa.bindparam("headers"),
+            "body": sa.bindparam("body"),
+        }
+        running_claim = (by_key, by_token, c.outcome.is_(None))
+        self.complete = sa.update(table).where(*running_claim).values(done)
+        self.complete_with_response = sa.update(table).where(*running_claim).values({**done, **response})
+        self.attach = sa.update(table).where(by_key, by_token, c.outcome.is_not(None)).values(response)
+        self.release = sa.delete(table).where(*running_claim)
+        self.purge = sa.delete(table).where(claimable)
+
+    def take(self, conn: sa.Connection, params: dict[str, t.Any]) -> bool:
+        """Insert the key or take over its expired record; return whether the claim is ours."""
+        if self.upsert is not None:
+            return conn.execute(self.upsert, params).first() is not None
+        if conn.dialect.insert_returning:  # MariaDB 10.5+
+            inserted = conn.execute(self.insert_ignore_returning, params).first() is not None
+        else:  # MySQL
+            inserted = conn.execute(self.insert_ignore, params).rowcount == 1
+        return inserted or conn.execute(self.take_over, params).rowcount == 1
+
+
+def _record(key: str, row: sa.Row[*tuple[t.Any, ...]]) -> Record:
+    response = None
+    if row.status is not None:
+        headers = [(name, value) for name, value in json.loads(row.headers)]
+        response = StoredResponse(row.status, headers, bytes(row.body))
+    return Record(key, row.fingerprint, row.outcome, response, _datetime(row.expires_at))
+
+
+def _response_params(response: StoredResponse) -> dict[str, t.Any]:
+    return {
+        "status": response.status,
+        "headers": json.dumps([[name, value] for name, value in response.headers]),
+        "body": response.body,
+    }
+
+
+def _create_engine(url: sa.URL) -> sa.Engine:
+    connect_args: dict[str, t.Any] = {}
+    backend = url.get_backend_name()
+    if backend == "postgresql" and "connect_timeout" not in url.query:
+        # libpq waits for the operating system's TCP timeout (minutes) by default.
+        connect_args["connect_timeout"] = 10
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+        sa.event.listen(engine, "connect", _sqlite_wal)
+    return engine
+
+
+def _sqlite_wal(dbapi_connection: t.Any, connection_record: t.Any) -> None:
+    # WAL lets readers go on while a handler's transaction writes; the mode persists in the file.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+def _dispose_after_fork(engine: sa.Engine) -> None:
+    # A forked child must not use its parent's pooled connections (two processes on one socket).
+    # close=False drops the pool without closing the parent's connections; the weak reference
+    # lets the engine be collected, as at-fork hooks cannot be unregistered.
+    ref = weakref.ref(engine)
+
+    def after_in_child() -> None:
+        engine = ref()
+        if engine is not None:
+            engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=after_in_child)
+
+
+def _identity(url: sa.URL) -> tuple[t.Any, ...] | None:
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+            return None
+        return (backend, os.path.realpath(url.database))
+    backend = "mysql" if backend == "mariadb" else backend
+    return (backend, url.username, url.host, url.port or _DEFAULT_PORTS.get(backend), url.database)
