@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import typing as t
 
+import flask
 import pytest
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
@@ -492,3 +493,19 @@ def test_refusal_repr() -> None:
 def test_refusal_code_required_keyword() -> None:
     with pytest.raises(TypeError):
         Conflict("Taken.", "taken")  # type: ignore[misc]
+
+
+# handle() needs the extension.
+
+
+def test_handle_without_extension(app: flask.Flask) -> None:
+    @handler(EditTodo)
+    def edit_todo(cmd: EditTodo) -> None:
+        pass
+
+    with app.app_context(), pytest.raises(RuntimeError) as exc_info:
+        edit_todo.handle(EditTodo(title="Milk"))
+    assert exc_info.value.args == (
+        "Flask-Commands is not registered on the current app; call 'Commands(app)' or"
+        " 'commands.init_app(app)' first.",
+    )
