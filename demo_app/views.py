@@ -1,0 +1,237 @@
+"""The board: a server-rendered todo list where every change is a command posted by a form.
+
+With JavaScript, htmx posts each form and swaps the board (``#board``) with the response; without,
+the same forms post, and a success redirects back to the board (post/redirect/get) while invalid
+input re-renders the whole page. Every form carries a fresh hidden ``id``, the command's
+idempotency key, so a double submit is handled once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import secrets
+import typing as t
+import uuid
+
+import sqlalchemy as sa
+import wtforms
+from flask import Blueprint
+from flask import Response
+from flask import abort
+from flask import flash
+from flask import make_response
+from flask import redirect
+from flask import render_template
+from flask import session
+from flask import url_for
+from jinja2_fragments.flask import render_block
+from jinja2_fragments.flask import render_blocks
+
+from flask_commands import command_view
+from flask_commands import htmx
+
+from .api import live_todos
+from .commands import AddTodo
+from .commands import ClearCompleted
+from .commands import DeleteTodo
+from .commands import EditTodo
+from .commands import RestoreTodo
+from .commands import SetCompleted
+from .handlers import Changes
+from .handlers import add_todo
+from .handlers import clear_completed_later
+from .handlers import delete_todo
+from .handlers import edit_todo
+from .handlers import restore_todo
+from .handlers import set_completed
+from .models import Activity
+from .models import Job
+from .models import Todo
+from .models import db
+from .models import utcnow
+
+if t.TYPE_CHECKING:
+    from flask.typing import ResponseReturnValue
+
+board = Blueprint("board", __name__)
+
+TEMPLATE = "index.html"
+_UNDO = "undo"
+_VISITOR = "visitor"
+#: A pending job older than this is probably waiting for a worker that is not running.
+WORKER_HINT_AFTER = datetime.timedelta(seconds=5)
+
+
+def visitor() -> str:
+    """This browser's name on the board (``guest-1a2b``), the actor of its commands."""
+    name = session.get(_VISITOR)
+    if not isinstance(name, str):
+        name = f"guest-{secrets.token_hex(2)}"
+        session[_VISITOR] = name
+    return name
+
+
+def _trusted(**view_args: t.Any) -> dict[str, t.Any]:
+    return {"actor": visitor(), **view_args}
+
+
+class Board:
+    """What the board template shows, each part read from the database on first use."""
+
+    @functools.cached_property
+    def todos(self) -> list[Todo]:
+        return live_todos()
+
+    @property
+    def left(self) -> int:
+        return sum(1 for todo in self.todos if not todo.completed)
+
+    @property
+    def done(self) -> int:
+        return sum(1 for todo in self.todos if todo.completed)
+
+    @functools.cached_property
+    def pending_jobs(self) -> list[Job]:
+        query = sa.select(Job).where(Job.status == "pending").order_by(Job.created_at)
+        return list(db.session.scalars(query))
+
+    @functools.cached_property
+    def undo(self) -> Todo | None:
+        """The todo this browser deleted last, while it is still deleted."""
+        todo_id = session.get(_UNDO)
+        todo = db.session.get(Todo, todo_id) if isinstance(todo_id, int) else None
+        return todo if todo is not None and todo.deleted_at is not None else None
+
+    @staticmethod
+    def waiting_for_worker(job: Job) -> bool:
+        return utcnow() - job.created_at > WORKER_HINT_AFTER
+
+    @staticmethod
+    def new_id() -> str:
+        """A fresh command id for a form's hidden ``id``: each rendered form is a new command."""
+        return str(uuid.uuid4())
+
+    @staticmethod
+    def add_form() -> wtforms.Form:
+        return AddTodo.form()
+
+    @staticmethod
+    def edit_form(todo: Todo, form: wtforms.Form | None = None) -> wtforms.Form:
+        """The inline edit form of ``todo`` (``form``, when re-rendered), with ids unique on the page."""
+        if form is None:
+            form = EditTodo.form({"title": todo.title, "order": todo.order, "version": todo.version})
+        for field in form:
+            field.id = f"edit-{todo.id}-{field.name}"
+            field.label.field_id = field.id
+        return form
+
+
+@board.app_context_processor
+def _board_context() -> dict[str, t.Any]:
+    return {"board": Board(), "visitor": visitor}
+
+
+def _board_changed() -> ResponseReturnValue:
+    """After a successful change: the board for htmx, else a redirect to it (post/redirect/get)."""
+    if htmx.details():
+        return board_fragment()
+    return redirect(url_for("board.index"), 303)
+
+
+def board_fragment(**context: t.Any) -> Response:
+    """The ``board`` block, swapped in place of ``#board`` whatever element made the request."""
+    response = make_response(render_block(TEMPLATE, "board", **context))
+    response.vary.add(htmx.HX_REQUEST)
+    return htmx.retarget(htmx.reswap(response, "outerHTML"), "#board")
+
+
+@board.get("/")
+def index() -> ResponseReturnValue:
+    return render_template(TEMPLATE)
+
+
+@board.get("/board")
+def board_view() -> ResponseReturnValue:
+    """The board alone (htmx: cancel an edit, refresh); the page otherwise."""
+    if htmx.details():
+        return board_fragment()
+    return redirect(url_for("board.index"))
+
+
+@board.post("/items")
+@command_view(AddTodo, add_todo, template=TEMPLATE, block="add_form", trusted=_trusted)
+def add(result: Changes, cmd: AddTodo) -> ResponseReturnValue:
+    session.pop(_UNDO, None)
+    if htmx.details():
+        # A fresh form in place of the posted one, and the board out of band.
+        response = make_response(render_blocks(TEMPLATE, ["add_form", "board"], oob=True), 201)
+        response.vary.add(htmx.HX_REQUEST)
+        return response
+    return redirect(url_for("board.index"), 303)
+
+
+@board.get("/items/<int:todo_id>/edit")
+def edit_form(todo_id: int) -> ResponseReturnValue:
+    """The board with ``todo_id`` in edit mode (the htmx fragment, or the whole page)."""
+    todo = db.session.get(Todo, todo_id)
+    if todo is None or todo.deleted_at is not None:
+        abort(404)
+    if htmx.details():
+        return board_fragment(editing=todo_id)
+    return render_template(TEMPLATE, editing=todo_id)
+
+
+@board.post("/items/<int:todo_id>/edit")
+@command_view(EditTodo, edit_todo, template=TEMPLATE, block="board", trusted=_trusted)
+def edit(result: Changes, cmd: EditTodo, todo_id: int) -> ResponseReturnValue:
+    session.pop(_UNDO, None)
+    return _board_changed()
+
+
+@board.post("/items/<int:todo_id>/toggle")
+@command_view(SetCompleted, set_completed, template=TEMPLATE, block="board", trusted=_trusted)
+def toggle(result: Changes, cmd: SetCompleted, todo_id: int) -> ResponseReturnValue:
+    session.pop(_UNDO, None)
+    return _board_changed()
+
+
+@board.post("/items/<int:todo_id>/delete")
+@command_view(DeleteTodo, delete_todo, template=TEMPLATE, block="board", trusted=_trusted)
+def delete(result: Changes, cmd: DeleteTodo, todo_id: int) -> ResponseReturnValue:
+    session[_UNDO] = todo_id
+    return _board_changed()
+
+
+@board.post("/items/<int:todo_id>/restore")
+@command_view(RestoreTodo, restore_todo, template=TEMPLATE, block="board", trusted=_trusted)
+def restore(result: Changes, cmd: RestoreTodo, todo_id: int) -> ResponseReturnValue:
+    session.pop(_UNDO, None)
+    return _board_changed()
+
+
+@board.post("/items/clear-completed")
+@command_view(ClearCompleted, clear_completed_later, template=TEMPLATE, block="board", trusted=_trusted)
+def clear_completed(result: Job, cmd: ClearCompleted) -> ResponseReturnValue:
+    session.pop(_UNDO, None)
+    return _board_changed()
+
+
+@board.get("/jobs/<job_id>")
+def job(job_id: str) -> ResponseReturnValue:
+    """A job's status: polled by htmx while pending; once done, the board with its outcome."""
+    found = db.session.get(Job, job_id)
+    if found is None:
+        abort(404)
+    if not htmx.details():
+        return redirect(url_for("board.index"))
+    if found.status == "pending":
+        return render_template("job.html", job=found)
+    flash(found.detail, "info")
+    return board_fragment()
+
+
+@board.get("/activity")
+def activity() -> ResponseReturnValue:
+    query = sa.select(Activity).order_by(Activity.id.desc()).limit(200)
+    return render_template("activity.html", entries=list(db.session.scalars(query)))
