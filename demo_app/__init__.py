@@ -1,0 +1,92 @@
+"""The Flask-Commands demo: an htmx todo board and a Todo-Backend compatible JSON API.
+
+``flask --app demo_app run`` or ``gunicorn "demo_app:create_app()"``; a Celery worker runs the
+background commands (``celery -A demo_app.worker worker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import typing as t
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
+
+from flask_commands import Commands
+from flask_commands.celery import init_celery
+
+from . import activity
+from .api import api
+from .api import register_error_handlers
+from .models import db
+from .views import board
+
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_DEV_SECRET_KEY = "dev: set FLASK_SECRET_KEY in production"
+_log = logging.getLogger(__name__)
+
+
+def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
+    """Make the demo app.
+
+    Configuration, later sources winning: the defaults below, ``FLASK_``-prefixed environment
+    variables (``FLASK_SQLALCHEMY_DATABASE_URI=postgresql+psycopg://…``,
+    ``FLASK_CELERY__broker_url=redis://127.0.0.1:6379/0``, ``FLASK_SECRET_KEY=…``), then
+    ``test_config``. Tables are created on start.
+    """
+    app = Flask(
+        __name__,
+        template_folder=str(_ROOT / "templates"),
+        static_folder=str(_ROOT / "static"),
+        instance_path=str(_ROOT / "instance"),
+    )
+    app.config.from_mapping(
+        SECRET_KEY=_DEV_SECRET_KEY,
+        # A board left open all day keeps working: the token lives as long as the session.
+        WTF_CSRF_TIME_LIMIT=None,
+        CELERY={"task_ignore_result": True},
+    )
+    app.config.from_prefixed_env()
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.setdefault(
+        "SQLALCHEMY_DATABASE_URI", "sqlite:///" + os.path.join(app.instance_path, "demo.sqlite")
+    )
+    if app.config["SECRET_KEY"] == _DEV_SECRET_KEY and not (app.debug or app.testing):
+        _log.warning("The demo runs with its development SECRET_KEY; set FLASK_SECRET_KEY.")
+
+    db.init_app(app)
+    with app.app_context():
+        engine = db.engine
+        if engine.dialect.name == "sqlite":
+            _sqlite_wal(engine)
+        # The idempotency store lives in the same database, so that several processes (gunicorn
+        # workers, Celery workers) share it and a handler's writes commit with its record.
+        app.config.setdefault("COMMANDS_IDEMPOTENCY_STORE", engine.url.render_as_string(hide_password=False))
+    commands = Commands(app)
+    init_celery(app)
+    csrf = CSRFProtect(app)
+    csrf.exempt(api)
+    app.register_blueprint(board)
+    app.register_blueprint(api)
+    register_error_handlers(app)
+    activity.init_app(app)
+    with app.app_context():
+        db.create_all()
+        commands.create_tables(app)
+    return app
+
+
+def _sqlite_wal(engine: sa.Engine) -> None:
+    """Let the web server and the worker read while the other writes (SQLite's write-ahead log)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: t.Any, record: t.Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
