@@ -230,7 +230,13 @@ class Command(metaclass=_CommandMeta):
         :param data: initial field values (``{"title": "Milk"}``).
         :param kwargs: passed to the form class (``prefix``, ``obj``, ``meta``).
         """
-        form = cls.Form(data=dict(data) if data is not None else None, **kwargs)
+        initial = dict(data) if data is not None else None
+        if initial:
+            for info in cls._fields:
+                # A select compares its choices' text: an enum member would select none of them.
+                if info.kind == "choice" and isinstance(initial.get(info.name), enum.Enum):
+                    initial[info.name] = str(initial[info.name].value)
+        form = cls.Form(data=initial, **kwargs)
         form.id.data = str(new_id())
         return form
 
