@@ -634,6 +634,17 @@ def test_form_renders_initial_data() -> None:
     assert 'value="3"' in form.order()
 
 
+def test_form_initial_enum_member_selected() -> None:
+    # Pre-filling an edit form from a command or a model gives enum members, not their values.
+    form = Defaults.form({"color": Color.RED})
+    assert form.color.data == "red"
+    assert '<option selected value="red">Red</option>' in form.color()
+
+
+def test_form_initial_enum_value_selected() -> None:
+    assert Defaults.form({"color": "red"}).color.data == "red"
+
+
 def test_form_renders_defaults() -> None:
     form = Defaults.form()
     values = (form.count.data, form.notify.data, form.tag.data, form.color.data)
