@@ -926,6 +926,15 @@ def test_json_schema_int_enum_default_is_plain() -> None:
     assert type(default) is int
 
 
+def test_json_schema_datetime_format_accepted_by_build() -> None:
+    # JSON Schema's "date-time" is RFC 3339, which always carries an offset: a client that
+    # follows the schema must not get a field error for it.
+    schema = Everything.json_schema()["properties"]["at"]
+    rfc3339 = {**EVERYTHING_INPUT, "at": "2024-02-29T13:45:00Z"}
+    if schema.get("format") == "date-time":
+        assert isinstance(Everything.build(rfc3339, owner_id=1).at, datetime.datetime)
+
+
 def test_json_schema_validators() -> None:
     class Ranged(Command):
         count: int = field(validators=[v.NumberRange(min=1, max=9)])
