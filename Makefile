@@ -20,8 +20,18 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The demo: a Celery worker in the background and Flask's development server, on the embedded
+# broker (a SQLite file in instance/) unless FLASK_CELERY__broker_url says otherwise. Ctrl-C stops
+# both: the shell's trap stops the worker once the server has exited.
 demo: $(STAMP)
-	$(BIN)/flask --app 'demo_app:create_app()' run --port $${PORT:-5000}
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/celery -A demo_app.worker worker --pool=solo --loglevel=INFO & worker=$$!; \
+	$(BIN)/flask --app 'demo_app:create_app()' --debug run --port $${PORT:-5000}
+
+# Only the demo's worker, e.g. against Redis:
+#   FLASK_CELERY__broker_url=redis://127.0.0.1:6379/0 make worker
+worker: $(STAMP)
+	$(BIN)/celery -A demo_app.worker worker --pool=solo --loglevel=INFO
 
 bench: $(STAMP)
 	$(BIN)/python bench/build.py

@@ -6,9 +6,9 @@ background commands (``celery -A demo_app.worker worker``).
 
 from __future__ import annotations
 
-import logging
 import os
 import pathlib
+import secrets
 import typing as t
 
 import sqlalchemy as sa
@@ -25,8 +25,7 @@ from .models import db
 from .views import board
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
-_DEV_SECRET_KEY = "dev: set FLASK_SECRET_KEY in production"
-_log = logging.getLogger(__name__)
+_SECRET_KEY_FILE = "secret-key"
 
 
 def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
@@ -44,7 +43,6 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
         instance_path=str(_ROOT / "instance"),
     )
     app.config.from_mapping(
-        SECRET_KEY=_DEV_SECRET_KEY,
         # A board left open all day keeps working: the token lives as long as the session.
         WTF_CSRF_TIME_LIMIT=None,
         CELERY={"task_ignore_result": True},
@@ -56,8 +54,8 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     app.config.setdefault(
         "SQLALCHEMY_DATABASE_URI", "sqlite:///" + os.path.join(app.instance_path, "demo.sqlite")
     )
-    if app.config["SECRET_KEY"] == _DEV_SECRET_KEY and not (app.debug or app.testing):
-        _log.warning("The demo runs with its development SECRET_KEY; set FLASK_SECRET_KEY.")
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _instance_secret_key(app.instance_path)
 
     db.init_app(app)
     with app.app_context():
@@ -79,6 +77,29 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
         db.create_all()
         commands.create_tables(app)
     return app
+
+
+def _instance_secret_key(instance_path: str) -> str:
+    """The development secret key: made once, kept in the instance folder, shared by every process.
+
+    Production sets ``FLASK_SECRET_KEY`` instead.
+    """
+    path = os.path.join(instance_path, _SECRET_KEY_FILE)
+    if not os.path.exists(path):
+        # Written aside and linked into place: a process starting at the same moment either wins
+        # the link or reads the winner's key, never a half-written file.
+        temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    with open(path) as file:
+        return file.read().strip()
 
 
 def _sqlite_wal(engine: sa.Engine) -> None:
