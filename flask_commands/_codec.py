@@ -24,6 +24,8 @@ def _default(value: t.Any) -> t.Any:
 
 def to_jsonable(value: t.Any) -> t.Any:
     """Return ``value`` with UUIDs, datetimes, Decimals and enums turned into JSON values."""
+    if isinstance(value, enum.Enum):  # before str and int: an IntEnum or StrEnum is both
+        return to_jsonable(value.value)
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -306,7 +306,9 @@ _JSON_TYPES: dict[str, dict[str, t.Any]] = {
     "decimal": {"type": ["number", "string"], "format": "decimal"},
     "bool": {"type": "boolean"},
     "date": {"type": "string", "format": "date"},
-    "datetime": {"type": "string", "format": "date-time"},
+    # Not "date-time" (RFC 3339 requires an offset): a datetime field takes the local date and time
+    # an HTML datetime-local input sends.
+    "datetime": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?$"},
     "uuid": {"type": "string", "format": "uuid"},
     "custom": {},
 }

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "handler": 4,
     "problem": 5,
     "views": 5,
+    "_idempotent": 5,
     "extension": 6,
     "cli": 6,
     "openapi": 6,
