@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import sys
 import time
 import typing as t
 
@@ -28,6 +29,8 @@ from .idempotency.store import StoreUnavailable
 from .idempotency.store import fingerprint
 
 if t.TYPE_CHECKING:
+    import datetime
+
     import sqlalchemy.orm
 
     from .extension import _AppState
@@ -44,6 +47,9 @@ Transaction: t.TypeAlias = (
 _registry: dict[str, Handler[t.Any, t.Any]] = {}
 
 _log = logging.getLogger("flask_commands")
+
+# The Celery task that runs job envelopes, registered by flask_commands.celery.init_celery.
+_JOB_TASK = "flask_commands.run_command"
 
 # Nesting depth of handler transactions per session, kept in ``session.info``.
 _DEPTH = "_commands_depth"
@@ -64,12 +70,14 @@ class Handler(t.Generic[C, R]):
         transaction: Transaction | None,
         queue: str | None,
         max_attempts: int,
+        backoff: float = 1.0,
     ) -> None:
         self.command = command
         self.func = func
         self.transaction = transaction
         self.queue = queue
         self.max_attempts = max_attempts
+        self.backoff = backoff
         self.name = f"{func.__module__}:{func.__qualname__}"
         self.__name__ = func.__name__
         self.__qualname__ = func.__qualname__
@@ -161,6 +169,34 @@ class Handler(t.Generic[C, R]):
             raise
         return ran
 
+    def enqueue(self, cmd: C, *, countdown: float | None = None, eta: datetime.datetime | None = None) -> str:
+        """Send ``cmd`` to a Celery worker, which runs :meth:`handle` on it; return the task id at once.
+
+        The job is a JSON envelope naming the command type, this handler and ``cmd.to_dict()``;
+        its task id is ``str(cmd.id)``, so enqueueing a command twice still runs it once. It goes
+        to the handler's ``queue``, else the Celery app's default queue. The Celery app is the
+        current Flask app's ``extensions["celery"]``, or outside an app context the one that
+        :func:`flask_commands.celery.init_celery` made Celery's default.
+
+        :param countdown: seconds to wait before the job runs.
+        :param eta: when the job runs, an aware datetime.
+        :raises RuntimeError: there is no Celery app made by ``init_celery`` to send it with.
+        :raises TypeError: ``cmd`` is not of the handler's command type.
+        """
+        self._check(cmd)
+        celery_app = _celery_app(self)
+        envelope = {"type": type_name(type(cmd)), "handler": self.name, "command": cmd.to_dict()}
+        result = celery_app.send_task(
+            _JOB_TASK,
+            args=[envelope],
+            task_id=str(cmd.id),
+            queue=self.queue or celery_app.conf.task_default_queue,
+            countdown=countdown,
+            eta=eta,
+            serializer="json",
+        )
+        return str(result.id)
+
     def _check(self, cmd: object) -> None:
         if not isinstance(cmd, self.command):
             raise TypeError(
@@ -250,6 +286,26 @@ def _app_state() -> _AppState:
     return t.cast("_AppState", extension._state())
 
 
+def _celery_app(handler: Handler[t.Any, t.Any]) -> t.Any:
+    """Return the Celery app to enqueue with; ``RuntimeError`` when ``init_celery`` made none."""
+    fix = "call flask_commands.celery.init_celery(app) first."
+    if current_app:
+        celery_app = current_app.extensions.get("celery")
+        where = f"the Flask app {current_app.name!r}"
+    else:
+        # Not imported here (handler.py works without Celery): if Celery was never imported, no
+        # Celery app exists to send with.
+        celery = sys.modules.get("celery")
+        celery_app = celery.current_app._get_current_object() if celery is not None else None
+        where = "Celery's current app (there is no app context)"
+    if celery_app is None or _JOB_TASK not in celery_app.tasks:
+        raise RuntimeError(
+            f"handler {handler.__name__!r} cannot enqueue: {where} has no Celery app with the task"
+            f" {_JOB_TASK!r}; {fix}"
+        )
+    return celery_app
+
+
 def _fingerprint(cmd: Command) -> str:
     """Hash of the command type and its values, without ``id`` and ``issued_at``."""
     values = cmd.to_dict()
@@ -282,6 +338,7 @@ def handler(
     transaction: Transaction | None = None,
     queue: str | None = None,
     max_attempts: int = 5,
+    backoff: float = 1.0,
 ) -> t.Callable[[t.Callable[[C], R]], Handler[C, R]]:
     """Declare the decorated function as the handler of ``command``.
 
@@ -290,14 +347,20 @@ def handler(
         back on any exception, a savepoint when nested), or a callable returning a context manager.
     :param queue: the Celery queue of its background jobs; the app's default queue when ``None``.
     :param max_attempts: how many times a background job runs at most, the first run included.
+    :param backoff: the base delay of retries in seconds: after its n-th run fails, a job waits a
+        random time between 0 and ``min(600, backoff * 2 ** (n - 1))`` seconds (full jitter).
     """
     if not (isinstance(command, type) and issubclass(command, Command)):
         raise TypeError(f"handler() takes a Command subclass, not {command!r}.")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, not {max_attempts!r}.")
+    if not backoff >= 0:
+        raise ValueError(f"backoff must be a number of seconds, 0 or more, not {backoff!r}.")
 
     def decorate(func: t.Callable[[C], R]) -> Handler[C, R]:
-        wrapped = Handler(command, func, transaction=transaction, queue=queue, max_attempts=max_attempts)
+        wrapped = Handler(
+            command, func, transaction=transaction, queue=queue, max_attempts=max_attempts, backoff=backoff
+        )
         _registry[wrapped.name] = wrapped
         return wrapped
 
