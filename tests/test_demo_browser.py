@@ -1,0 +1,424 @@
+"""The demo in Debian's Chromium: the htmx board, its background job on a real Celery worker, the
+board with JavaScript off, and the JSON API called from a page on another origin (CORS)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import typing as t
+
+import flask
+import pytest
+from conftest import CHROMIUM_ARGS
+from conftest import require_chromium
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
+
+# TEMPORARY: setup.cfg's [tool:pytest] has no "pythonpath = ." and the demo is not an installed
+# package, so the project root is put on sys.path here until it does.
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from demo_app import create_app  # noqa: E402
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+    from wsgiref.types import StartResponse
+    from wsgiref.types import WSGIApplication
+    from wsgiref.types import WSGIEnvironment
+
+    from playwright.sync_api import Browser
+    from playwright.sync_api import BrowserContext
+    from playwright.sync_api import Page
+
+# How long to wait for a swap; generous, a loaded CI machine is slow.
+TIMEOUT = 5_000
+# How long the worker may take to start and run the job.
+WORKER_TIMEOUT = 30_000
+SCREENSHOT = ROOT / "docs" / "demo-screenshot.png"
+
+
+class Served:
+    """A WSGI app on a free local port, in a thread; records the method and path of each request."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self._app = app
+        self._httpd = make_server("127.0.0.1", 0, self._record, threaded=True)
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _record(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+        self.requests.append((environ["REQUEST_METHOD"], environ["PATH_INFO"]))
+        return self._app(environ, start_response)
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._thread.join()
+        self._httpd.server_close()
+
+
+@dataclasses.dataclass
+class Demo:
+    """The demo app served on a fresh SQLite file, with an embedded broker of its own."""
+
+    app: flask.Flask
+    served: Served
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def demo(tmp_path: pathlib.Path) -> Iterator[Demo]:
+    broker = {
+        "data_folder_in": str(tmp_path / "broker"),
+        "data_folder_out": str(tmp_path / "broker"),
+        "control_folder": str(tmp_path / "control"),
+        "polling_interval": 0.1,
+    }
+    for folder in ("broker", "control"):
+        (tmp_path / folder).mkdir()
+    database = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+    # What a worker process reads (create_app reads FLASK_-prefixed variables).
+    env = {
+        "FLASK_SQLALCHEMY_DATABASE_URI": database,
+        "FLASK_SECRET_KEY": "browser tests",
+        "FLASK_CELERY__broker_url": "filesystem://localhost//",
+        "FLASK_CELERY__broker_transport_options": json.dumps(broker),
+    }
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": database,
+            "SECRET_KEY": "browser tests",
+            "CELERY": {"broker_url": "filesystem://localhost//", "broker_transport_options": broker},
+        }
+    )
+    served = Served(app)
+    yield Demo(app, served, env)
+    served.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context(viewport={"width": 1000, "height": 720})
+    context.set_default_timeout(TIMEOUT)
+    yield context
+    context.close()
+
+
+def open_board(context: BrowserContext, demo: Demo, errors: list[str]) -> Page:
+    """A page on the board; its JavaScript errors go to ``errors``."""
+    page = context.new_page()
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(demo.url + "/")
+    page.wait_for_function("window.htmx !== undefined")
+    # Tagged so that a test can tell a swap from a full page load.
+    page.evaluate("window.sameDocument = true")
+    return page
+
+
+@pytest.fixture
+def page(context: BrowserContext, demo: Demo) -> Iterator[Page]:
+    """The board in a page that must raise no JavaScript error and never reload."""
+    errors: list[str] = []
+    page = open_board(context, demo, errors)
+    yield page
+    assert errors == []
+    assert page.evaluate("window.sameDocument === true"), "a full page load happened where htmx should swap"
+
+
+def add_todo(page: Page, title: str) -> None:
+    page.fill("#title", title)
+    page.press("#title", "Enter")
+    page.locator(".todo .title", has_text=title).wait_for()
+
+
+def item(page: Page, title: str) -> t.Any:
+    return page.locator(".todo", has=page.locator(".title", has_text=title))
+
+
+def test_add(page: Page) -> None:
+    add_todo(page, "Buy milk")
+    assert page.input_value("#title") == ""
+    assert page.evaluate("document.activeElement.id") == "title"
+    assert page.inner_text(".count") == "1 item left"
+
+
+def test_live_validation_while_typing(page: Page) -> None:
+    page.type("#title", "a")
+    page.keyboard.press("Backspace")
+    error = page.locator("#title-errors")
+    error.wait_for()
+    assert error.inner_text() == "Give the todo a title."
+    assert page.get_attribute("#title", "aria-invalid") == "true"
+    page.keyboard.type("Bread")
+    error.wait_for(state="detached")
+    assert page.input_value("#title") == "Bread"
+    assert page.evaluate("document.activeElement.id") == "title"
+    assert page.locator(".todo").count() == 0
+
+
+def test_inline_edit(page: Page) -> None:
+    add_todo(page, "Buy milk")
+    item(page, "Buy milk").get_by_role("link", name="Edit").click()
+    title = page.locator("#edit-1-title")
+    title.wait_for()
+    assert page.evaluate("document.activeElement.id") == "edit-1-title"
+    title.fill("Buy oat milk")
+    page.fill("#edit-1-order", "3")
+    page.get_by_role("button", name="Save").click()
+    item(page, "Buy oat milk").wait_for()
+    assert item(page, "Buy oat milk").locator(".order").inner_text() == "#3"
+    assert page.locator(".edit-form").count() == 0
+
+
+def test_inline_edit_blank_title_shows_the_error(page: Page) -> None:
+    add_todo(page, "Buy milk")
+    item(page, "Buy milk").get_by_role("link", name="Edit").click()
+    page.fill("#edit-1-title", "  ")
+    page.get_by_role("button", name="Save").click()
+    page.locator("#edit-1-title-errors").wait_for()
+    assert page.inner_text("#edit-1-title-errors") == "Give the todo a title."
+    page.keyboard.press("Escape")
+    page.locator(".edit-form").wait_for(state="detached")
+    assert page.locator(".todo .title").inner_text() == "Buy milk"
+
+
+def test_toggle(page: Page) -> None:
+    add_todo(page, "Buy milk")
+    page.get_by_role("button", name="Done: Buy milk").click()
+    page.locator(".todo.done").wait_for()
+    assert page.get_attribute(".check", "aria-pressed") == "true"
+    assert page.inner_text(".count") == "0 items left"
+    page.get_by_role("button", name="Done: Buy milk").click()
+    page.locator(".todo.done").wait_for(state="detached")
+    assert page.inner_text(".count") == "1 item left"
+
+
+def test_delete_then_undo(page: Page) -> None:
+    add_todo(page, "Buy milk")
+    page.get_by_role("button", name="Delete “Buy milk”").click()
+    page.get_by_text("Deleted “Buy milk”.").wait_for()
+    assert page.locator(".todo").count() == 0
+    page.get_by_role("button", name="Undo").click()
+    item(page, "Buy milk").wait_for()
+    assert page.get_by_text("Deleted “Buy milk”.").count() == 0
+
+
+def test_double_click_on_add_creates_one_todo(page: Page, demo: Demo) -> None:
+    page.fill("#title", "Only once")
+    page.get_by_role("button", name="Add").dblclick()
+    item(page, "Only once").wait_for()
+    page.wait_for_timeout(500)  # room for a second request, had one been sent
+    assert page.locator(".todo").count() == 1
+    assert len(demo.app.test_client().get("/todos").json or []) == 1
+
+
+def test_two_pages_editing_one_todo_the_second_sees_the_conflict(context: BrowserContext, demo: Demo) -> None:
+    errors: list[str] = []
+    first = open_board(context, demo, errors)
+    add_todo(first, "Buy milk")
+    assert context.browser is not None
+    other_context = context.browser.new_context()  # another browser: its own session
+    other_context.set_default_timeout(TIMEOUT)
+    second = open_board(other_context, demo, errors)
+    for page in (first, second):
+        page.reload()
+        item(page, "Buy milk").get_by_role("link", name="Edit").click()
+        page.locator("#edit-1-title").wait_for()
+    first.fill("#edit-1-title", "Buy oat milk")
+    first.get_by_role("button", name="Save").click()
+    item(first, "Buy oat milk").wait_for()
+
+    second.fill("#edit-1-title", "Buy soy milk")
+    second.get_by_role("button", name="Save").click()
+    flash = second.locator(".commands-flash-conflict")
+    flash.wait_for()
+    assert flash.inner_text() == "This todo was changed elsewhere."
+    assert second.locator(".todo .title").inner_text() == "Buy oat milk"
+    assert second.locator(".edit-form").count() == 0
+    assert errors == []
+    other_context.close()
+
+
+class Worker:
+    """``celery -A demo_app.worker worker`` on the demo's database and broker, in its own process group."""
+
+    def __init__(self, env: dict[str, str], log: pathlib.Path) -> None:
+        self.log = log
+        command = [sys.executable, "-m", "celery", "-A", "demo_app.worker", "worker", "--pool=solo"]
+        command += ["--without-mingle", "--without-gossip", "--without-heartbeat", "--loglevel=INFO"]
+        with open(log, "w") as output:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def test_clear_completed_runs_on_a_worker(page: Page, demo: Demo, tmp_path: pathlib.Path) -> None:
+    worker = Worker(demo.env, tmp_path / "worker.log")
+    try:
+        add_todo(page, "Buy milk")
+        add_todo(page, "Walk the dog")
+        page.get_by_role("button", name="Done: Buy milk").click()
+        page.locator(".todo.done").wait_for()
+        page.get_by_role("button", name="Clear completed (1)").click()
+        status = page.locator(".job")
+        status.wait_for()
+        assert "Clearing completed todos in the background…" in status.inner_text()
+        done = page.locator(".commands-flash-info")
+        done.wait_for(timeout=WORKER_TIMEOUT)
+        assert done.inner_text() == "Cleared 1 completed todo."
+        assert page.locator(".job").count() == 0
+        assert page.locator(".todo .title").all_inner_texts() == ["Walk the dog"]
+    finally:
+        worker.stop()
+    assert "succeeded" in (tmp_path / "worker.log").read_text()
+
+
+def test_board_works_with_javascript_off(browser: Browser, demo: Demo) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    context.set_default_timeout(TIMEOUT)
+    page = context.new_page()
+    page.goto(demo.url + "/")
+    page.get_by_role("button", name="Add").click()
+    assert page.inner_text("#title-errors") == "Give the todo a title."
+    page.fill("#title", "Buy milk")
+    page.get_by_role("button", name="Add").click()
+    item(page, "Buy milk").wait_for()
+    assert page.url == demo.url + "/"
+
+    page.get_by_role("button", name="Done: Buy milk").click()
+    page.locator(".todo.done").wait_for()
+    item(page, "Buy milk").get_by_role("link", name="Edit").click()
+    page.fill("#edit-1-title", "Buy oat milk")
+    page.get_by_role("button", name="Save").click()
+    item(page, "Buy oat milk").wait_for()
+    page.get_by_role("button", name="Delete “Buy oat milk”").click()
+    page.get_by_role("button", name="Undo").click()
+    item(page, "Buy oat milk").wait_for()
+    context.close()
+
+
+def test_screenshot(page: Page) -> None:
+    for title in ("Write the release notes", "Review the idempotency PR", "Buy oat milk", "Book the venue"):
+        add_todo(page, title)
+    page.get_by_role("button", name="Done: Buy oat milk").click()
+    page.locator(".todo.done").wait_for()
+    item(page, "Review the idempotency PR").get_by_role("link", name="Edit").click()
+    page.locator("#edit-2-title").wait_for()
+    page.fill("#edit-2-title", "")
+    page.get_by_role("button", name="Save").click()
+    page.locator("#edit-2-title-errors").wait_for()
+    page.fill("#title", "Water the plants")
+    page.locator("body").click(position={"x": 5, "y": 5})  # blur: no caret in the picture
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+CLIENT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Todo-Backend client</title></head>
+<body><pre id="out"></pre>
+<script>
+const root = %(api)s;
+const json = {"Content-Type": "application/json"};
+async function call(method, url, body, headers) {
+  const init = {method, headers: {...(body ? json : {}), ...(headers || {})}};
+  if (body) init.body = JSON.stringify(body);
+  const response = await fetch(url, init);
+  const text = await response.text();
+  return {status: response.status, type: response.headers.get("Content-Type"),
+          location: response.headers.get("Location"), body: text ? JSON.parse(text) : null};
+}
+(async () => {
+  const steps = {};
+  steps.clear = await call("DELETE", root);
+  steps.create = await call("POST", root, {title: "From another origin", order: 7},
+                            {"Idempotency-Key": "cors-create-1"});
+  const url = steps.create.body.url;
+  steps.patch = await call("PATCH", url, {completed: true, title: "Done elsewhere"});
+  steps.list = await call("GET", root);
+  steps.invalid = await call("POST", root, {completed: "yes"});
+  steps.remove = await call("DELETE", url);
+  steps.gone = await call("GET", url);
+  document.getElementById("out").textContent = JSON.stringify(steps);
+  document.body.dataset.done = "yes";
+})().catch((error) => { document.body.dataset.done = "error: " + error; });
+</script></body></html>
+"""
+
+
+def test_api_from_another_origin(context: BrowserContext, demo: Demo) -> None:
+    html = CLIENT_PAGE % {"api": json.dumps(demo.url + "/todos")}
+
+    def client_app(environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
+        return Response(html, mimetype="text/html")(environ, start_response)
+
+    other = Served(client_app)
+    try:
+        assert other.url != demo.url
+        page = context.new_page()
+        page.goto(other.url + "/")
+        page.wait_for_function("document.body.dataset.done !== undefined")
+        assert page.evaluate("document.body.dataset.done") == "yes"
+        steps = json.loads(page.inner_text("#out"))
+    finally:
+        other.close()
+    assert steps["clear"]["status"] == 204
+    created = steps["create"]
+    assert created["status"] == 201
+    assert created["body"]["completed"] is False
+    assert created["body"]["order"] == 7
+    assert created["location"] == created["body"]["url"] == demo.url + "/todos/1"
+    assert steps["patch"]["body"]["completed"] is True
+    assert steps["patch"]["body"]["title"] == "Done elsewhere"
+    assert [todo["title"] for todo in steps["list"]["body"]] == ["Done elsewhere"]
+    assert steps["invalid"]["status"] == 422
+    assert steps["invalid"]["type"] == "application/problem+json"
+    assert steps["invalid"]["body"]["errors"] == {
+        "title": ["Give the todo a title."],
+        "completed": ["Not a valid value."],
+    }
+    assert steps["remove"]["status"] == 204
+    assert steps["gone"]["status"] == 404
+    assert steps["gone"]["type"] == "application/problem+json"
+    # JSON bodies and the Idempotency-Key header are not CORS-safelisted: the browser asked first.
+    assert ("OPTIONS", "/todos") in demo.served.requests
+    assert ("OPTIONS", "/todos/1") in demo.served.requests
+    assert ("GET", "/todos") in demo.served.requests
