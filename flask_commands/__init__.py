@@ -8,3 +8,4 @@ from .extension import Commands as Commands
 from .forms import field as field
 from .handler import Handler as Handler
 from .handler import handler as handler
+from .views import command_view as command_view

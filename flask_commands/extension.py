@@ -8,9 +8,12 @@ import weakref
 
 from flask import Blueprint
 from flask import Flask
+from flask import Response
 from flask import current_app
+from flask import request
 
 from .cli import commands_cli
+from .htmx import HTMX_FILENAME
 
 if t.TYPE_CHECKING:
     from .idempotency.store import Store
@@ -101,15 +104,16 @@ class Commands:
         self._states[app] = _AppState(app.config)
         app.extensions["commands"] = self
         app.cli.add_command(commands_cli)
-        app.register_blueprint(
-            Blueprint(
-                "commands",
-                __name__,
-                template_folder="templates",
-                static_folder="static",
-                static_url_path="/_commands/static",
-            )
+        blueprint = Blueprint(
+            "commands",
+            __name__,
+            template_folder="templates",
+            static_folder="static",
+            static_url_path="/_commands/static",
         )
+        blueprint.after_request(_cache_htmx)
+        app.register_blueprint(blueprint)
+        _init_views(app)
 
     def create_tables(self, app: Flask | None = None) -> None:
         """Create the idempotency table of ``app``'s SQLAlchemy store (the current app by default).
@@ -131,3 +135,24 @@ class Commands:
                 " to call 'init_app', or did you create multiple 'Commands' instances?"
             ) from None
 
+
+def _init_views(app: Flask) -> None:
+    """Add the ``commands_macros`` Jinja global and, with Flask-WTF, the CSRF error handler."""
+    from .views import _csrf_error
+    from .views import _macros
+
+    app.jinja_env.globals["commands_macros"] = _macros
+    try:
+        from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
+    except ImportError:
+        return
+    # An application's own CSRFError handler wins, whether registered before or after this.
+    if CSRFError not in app.error_handler_spec[None][400]:
+        app.register_error_handler(CSRFError, _csrf_error)
+
+
+def _cache_htmx(response: Response) -> Response:
+    """Let browsers keep the vendored htmx for a year: its URL changes with its version."""
+    if request.endpoint == "commands.static" and (request.view_args or {}).get("filename") == HTMX_FILENAME:
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response

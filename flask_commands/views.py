@@ -1,0 +1,546 @@
+"""``@command_view``: wire a form post, an HTMX post or a JSON post to a command's handler.
+
+A submission goes through three steps: the HTTP body is parsed (:func:`_read_body`), the command
+is built from it, and :func:`_respond` runs the handler and turns its outcome into a response.
+Parsing and building never run the handler; :func:`_respond` is the one place that does.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import typing as t
+import weakref
+
+import flask
+import wtforms
+from jinja2_fragments.flask import render_block
+from markupsafe import Markup
+from markupsafe import escape
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.wsgi import LimitedStream
+
+from . import htmx
+from .command import Command
+from .command import new_id
+from .errors import CommandInvalid
+from .errors import Conflict
+from .errors import Rejected
+from .forms import normalise_json
+from .handler import Handler
+from .problem import problem
+
+if t.TYPE_CHECKING:
+    from flask.typing import ResponseReturnValue
+
+C = t.TypeVar("C", bound=Command)
+R = t.TypeVar("R")
+
+#: Request methods handled as submissions; GET (and HEAD) render the form.
+SUBMIT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+#: The request header of live validation: the name of the field to validate.
+VALIDATE_HEADER = "X-Commands-Validate"
+
+#: The template holding the macros, served by the extension's blueprint.
+MACROS_TEMPLATE = "commands/macros.html"
+
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+_JSON_ACCEPT = ("text/html", "application/json", "application/problem+json")
+_G_FLASHES = "_commands_flashes_shown"
+_PLAIN_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+Body: t.TypeAlias = "t.Mapping[str, t.Any]"
+
+
+class _BodyError(Exception):
+    """The request body cannot be read as input; ``response`` says why."""
+
+    def __init__(self, response: flask.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _is_json_type(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def _accepts_json() -> bool:
+    best = flask.request.accept_mimetypes.best_match(_JSON_ACCEPT)
+    return best is not None and best != "text/html"
+
+
+def _refuse(json_caller: bool, error: HTTPException, detail: str, code: str) -> Exception:
+    """A 4xx for a body we cannot read: problem+json for JSON callers, else the app's error page."""
+    if json_caller:
+        assert error.code is not None
+        return _BodyError(problem(error.code, detail=detail, code=code))
+    error.description = detail
+    return error
+
+
+def _too_large(json_caller: bool) -> Exception:
+    limit = flask.request.max_content_length
+    detail = (
+        f"The request body is larger than the limit of {limit} bytes."
+        if limit is not None
+        else "The request body is too large."
+    )
+    return _refuse(json_caller, RequestEntityTooLarge(), detail, "content_too_large")
+
+
+def _read_body(json_caller: bool, has_template: bool) -> Body:
+    """Return the submitted input: a ``dict`` from a JSON body, or ``request.form``.
+
+    :raises _BodyError: with a 400, 413 or 415 problem response for JSON callers, when the body
+        cannot be input.
+    :raises HTTPException: the same for other callers, for the app's error handlers to render.
+    """
+    request = flask.request
+    mimetype = request.mimetype
+    form_post = mimetype in _FORM_TYPES
+    if form_post and has_template:
+        try:
+            form = request.form
+        except RequestEntityTooLarge:
+            raise _too_large(json_caller) from None
+        except BadRequest as e:
+            raise _refuse(json_caller, BadRequest(), str(e.description), "malformed_form") from None
+        if _cut_short():
+            raise _too_large(json_caller)
+        return form
+    if not (_is_json_type(mimetype) or mimetype == ""):
+        accepted = "application/json" if not has_template else "application/json or a form post"
+        raise _refuse(
+            json_caller,
+            UnsupportedMediaType(),
+            f"The content type {mimetype!r} is not accepted here; send {accepted}.",
+            "unsupported_media_type",
+        )
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise _too_large(json_caller) from None
+    if _cut_short():
+        raise _too_large(json_caller)
+    if not raw.strip():
+        # An empty body is an empty object (DELETE and body-less POSTs send none).
+        return {} if json_caller else MultiDict()
+    if mimetype == "":
+        raise _refuse(
+            json_caller,
+            UnsupportedMediaType(),
+            "The request body has no content type; send application/json"
+            + (" or a form post." if has_template else "."),
+            "unsupported_media_type",
+        )
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise _refuse(json_caller, BadRequest(), _json_error(e), "malformed_json") from None
+    if not isinstance(data, dict):
+        raise _refuse(
+            json_caller,
+            BadRequest(),
+            f"The request body must be a JSON object, not {_json_kind(data)}.",
+            "not_an_object",
+        )
+    return data
+
+
+def _cut_short() -> bool:
+    """Whether a body without ``Content-Length`` (chunked) was cut at ``MAX_CONTENT_LENGTH``.
+
+    Werkzeug stops reading such a body at the limit without an error; one that fills the limit
+    exactly is taken as too large, since the rest cannot be told apart from the end.
+    """
+    request = flask.request
+    if request.content_length is not None or request.max_content_length is None:
+        return False
+    stream = request.stream
+    return isinstance(stream, LimitedStream) and stream.is_exhausted
+
+
+def _reject_constant(name: str) -> t.NoReturn:
+    raise ValueError(f"{name!r} is not a JSON value")
+
+
+def _json_error(error: BaseException) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"The request body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}."
+    if isinstance(error, UnicodeDecodeError):
+        return "The request body is not valid JSON: it is not UTF-8 text."
+    if isinstance(error, RecursionError):
+        return "The request body is not valid JSON: it nests too deeply."
+    return f"The request body is not valid JSON: {error}."
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def _wants_fragment() -> bool:
+    """Whether this htmx request swaps a part of the page (not the body, not a history restore)."""
+    details = htmx.details()
+    return (
+        bool(details)
+        and not details.boosted
+        and not details.history_restore_request
+        and details.request_type != "full"
+    )
+
+
+def _target_selector() -> str:
+    """The CSS selector of the element this htmx request targets, for ``HX-Retarget``."""
+    details = htmx.details()
+    target = details.target
+    if not target or target == "null":
+        return "this"
+    if details.request_type is not None:  # htmx 4: "tag#id", and HX-Source names the source
+        if target == details.source:
+            return "this"
+        ident = target.partition("#")[2]
+    else:  # htmx 2: the target's id, and HX-Trigger the source's id
+        if target == details.trigger:
+            return "this"
+        ident = target
+    if not ident:
+        return "this"
+    if _PLAIN_ID.fullmatch(ident):
+        return "#" + ident
+    return '[id="' + ident.replace("\\", "\\\\").replace('"', '\\"') + '"]'
+
+
+class _Macros:
+    """The Jinja global ``commands_macros``: the macros of ``commands/macros.html`` as attributes.
+
+    A block rendered alone by jinja2-fragments does not see its template's imports; a global does.
+    The underscored methods are what the macros need from the request and the app.
+    """
+
+    def __getattr__(self, name: str) -> t.Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        module = flask.current_app.jinja_env.get_template(MACROS_TEMPLATE).module
+        return getattr(module, name)
+
+    def __repr__(self) -> str:
+        return f"<commands_macros from {MACROS_TEMPLATE!r}>"
+
+    @staticmethod
+    def _here() -> str:
+        """The current request's path and query string: where a form posts back by default."""
+        path = flask.request.full_path
+        return path[:-1] if path.endswith("?") else path
+
+    @staticmethod
+    def _csrf() -> dict[str, str] | None:
+        """The CSRF field name, header and token when Flask-WTF's ``CSRFProtect`` is active."""
+        app = flask.current_app
+        if "csrf" not in app.extensions or not app.config.get("WTF_CSRF_ENABLED", True):
+            return None
+        from flask_wtf.csrf import generate_csrf  # type: ignore[import-untyped]
+
+        headers = app.config.get("WTF_CSRF_HEADERS") or ["X-CSRFToken"]
+        return {
+            "field": app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"),
+            "header": headers[0],
+            "token": generate_csrf(),
+        }
+
+    @staticmethod
+    def _take_flashes(categories: t.Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """Flashed messages (in ``categories``, if given) not yet shown by another macro call."""
+        shown: set[int] = flask.g.setdefault(_G_FLASHES, set())
+        wanted = None if categories is None else set(categories)
+        taken = []
+        for index, (category, message) in enumerate(flask.get_flashed_messages(with_categories=True)):
+            if index in shown or (wanted is not None and category not in wanted):
+                continue
+            shown.add(index)
+            taken.append((category, message))
+        return taken
+
+    @staticmethod
+    def _htmx_url() -> str:
+        """The versioned URL of the vendored htmx."""
+        return flask.url_for("commands.static", filename=htmx.HTMX_FILENAME)
+
+    @staticmethod
+    def _htmx_integrity() -> str:
+        """The SRI hash of the vendored htmx."""
+        return htmx.htmx_integrity()
+
+
+#: The one ``commands_macros`` object; ``init_app`` makes it a Jinja global.
+_macros = _Macros()
+
+#: What each view function made by ``command_view`` serves, for the CSRF error handler.
+_views: weakref.WeakKeyDictionary[t.Callable[..., t.Any], _View[t.Any, t.Any]] = weakref.WeakKeyDictionary()
+
+
+class _View(t.Generic[C, R]):
+    """What ``command_view`` was given: the command, its handler and how to render."""
+
+    def __init__(
+        self,
+        command: type[C],
+        handler: Handler[C, R],
+        func: t.Callable[..., ResponseReturnValue],
+        template: str | None,
+        block: str | None,
+        trusted: t.Callable[..., t.Mapping[str, t.Any]] | None,
+    ) -> None:
+        self.command = command
+        self.handler = handler
+        self.func = func
+        self.template = template
+        self.block = block
+        self.trusted = trusted
+
+    def render(self, form: wtforms.Form, status: int, view_args: dict[str, t.Any]) -> flask.Response:
+        """Render the template (or, for htmx, its block) with ``form``; retarget 4xx re-renders."""
+        assert self.template is not None
+        context = {**view_args, "form": form}
+        if self.block is not None and _wants_fragment():
+            html = render_block(self.template, self.block, **context)
+        else:
+            html = flask.render_template(self.template, **context)
+        response = flask.make_response(html, status)
+        if self.block is not None:
+            response.vary.add(htmx.HX_REQUEST)
+        if status >= 400 and htmx.details():
+            # Pinned so that a re-rendered form replaces the element the request targeted, whatever
+            # the htmx version's defaults (htmx 2 swaps 4xx only with the documented config).
+            htmx.retarget(htmx.reswap(response, "outerHTML"), _target_selector())
+        return response
+
+
+class _Responder(t.Generic[C, R]):
+    """Turns one submission's outcomes into responses: success, invalid input, conflict, rejection."""
+
+    def __init__(self, view: _View[C, R], view_args: dict[str, t.Any], data: Body, json: bool) -> None:
+        self.view = view
+        self.view_args = view_args
+        self.data = data
+        #: Whether the caller gets problem+json rather than a re-rendered form.
+        self.json = json
+
+    def success(self, result: R, cmd: C) -> flask.Response:
+        """The decorated function's return value for ``(result, cmd)``, made a response."""
+        return flask.make_response(self.view.func(result, cmd, **self.view_args))
+
+    def invalid(self, error: CommandInvalid) -> flask.Response:
+        """422: the form re-rendered with its errors, or problem+json with ``errors``."""
+        if self.json:
+            detail = "The input is not valid; see errors."
+            return problem(422, detail=detail, code="invalid", errors=error.errors)
+        form = error.form if error.form is not None else self.bound_form()
+        return self.view.render(form, 422, self.view_args)
+
+    def conflict(self, error: Conflict) -> flask.Response:
+        """409: the message flashed (category ``"conflict"``) on the re-rendered form, or problem+json."""
+        if self.json:
+            return problem(409, detail=error.message, code=error.code)
+        flask.flash(error.message, "conflict")
+        return self.view.render(self.bound_form(), 409, self.view_args)
+
+    def rejected(self, error: Rejected) -> flask.Response:
+        """422: the message as a form-level error on the re-rendered form, or problem+json."""
+        return self.form_error(error.message, code=error.code)
+
+    def form_error(self, message: str, *, code: str, status: int = 422) -> flask.Response:
+        """Re-render the submitted form with the form-level error ``message``, or problem+json."""
+        if self.json:
+            return problem(status, detail=message, code=code)
+        form = self.bound_form()
+        form.form_errors.append(message)
+        return self.view.render(form, status, self.view_args)
+
+    def bound_form(self) -> wtforms.Form:
+        """The form bound to the submitted input, with a fresh ``id`` (a resubmission is a new command)."""
+        data = self.data
+        if hasattr(data, "getlist"):
+            form = self.view.command.Form(formdata=data)
+        else:
+            form = self.view.command.Form(formdata=normalise_json(data, self.view.command._fields)[0])
+        form.id.data = str(new_id())
+        return form
+
+
+def _respond(handler: Handler[C, R], cmd: C, responder: _Responder[C, R]) -> flask.Response:
+    """Run ``handler`` on the built ``cmd`` and turn its result, conflict or rejection into a response.
+
+    Any other exception propagates (a fault: 500).
+    """
+    try:
+        result = handler(cmd)
+    except Conflict as e:
+        return responder.conflict(e)
+    except Rejected as e:
+        return responder.rejected(e)
+    return responder.success(result, cmd)
+
+
+def _validate_field(view: _View[t.Any, t.Any], data: Body, name: str, json_caller: bool) -> flask.Response:
+    """Live validation: 200 with field ``name``'s fragment (or errors) and nothing handled."""
+    command = view.command
+    if hasattr(data, "getlist"):
+        formdata: t.Any = data
+        type_errors: dict[str, list[str]] = {}
+    else:
+        formdata, type_errors = normalise_json(data, command._fields)
+    form = command.Form(formdata=formdata)
+    if name not in form:
+        known = ", ".join(repr(f.name) for f in form)
+        return problem(
+            400,
+            detail=f"{VALIDATE_HEADER} names {name!r}, which is not a field of {command.__name__};"
+            f" use one of {known}.",
+            code="unknown_field",
+        )
+    form.validate()
+    field = form[name]
+    if name in type_errors:
+        field.errors = list(type_errors[name])
+    if json_caller:
+        return flask.jsonify({"errors": {name: list(field.errors)}})
+    response = flask.make_response(str(_macros.render_field(field)), 200)
+    return htmx.reswap(response, "outerHTML")
+
+
+def command_view(
+    command: type[C],
+    handler: Handler[C, R],
+    *,
+    template: str | None = None,
+    block: str | None = None,
+    trusted: t.Callable[..., t.Mapping[str, t.Any]] | None = None,
+) -> t.Callable[[t.Callable[t.Concatenate[R, C, ...], ResponseReturnValue]], t.Callable[..., flask.Response]]:
+    """Make the decorated function the success response of a view that builds and handles ``command``.
+
+    GET renders ``template`` with a fresh ``form``; POST, PUT, PATCH and DELETE build the command
+    from the form post or JSON body, run ``handler``, and call the decorated function with
+    ``(result, cmd, **view_args)``. Invalid input (422), a ``Conflict`` (409) and a ``Rejected``
+    (422) re-render the form, or give JSON callers ``application/problem+json``.
+
+    :param command: the command class to build.
+    :param handler: the ``@handler`` that runs it.
+    :param template: the template rendering ``form``; without one the view serves JSON only.
+    :param block: the block of ``template`` that htmx requests get instead of the whole page.
+    :param trusted: called with the URL parameters, returns the command's trusted values.
+    :raises TypeError: when ``command`` or ``handler`` is not what they should be.
+    """
+    if not (isinstance(command, type) and issubclass(command, Command)):
+        raise TypeError(f"command_view() takes a Command subclass, not {command!r}.")
+    if not isinstance(handler, Handler):
+        raise TypeError(
+            f"command_view() takes a handler declared with @handler, not {handler!r};"
+            f" decorate it with @handler({command.__name__})."
+        )
+    if not issubclass(command, handler.command):
+        raise TypeError(
+            f"handler {handler.__name__!r} takes {handler.command.__name__}, not {command.__name__};"
+            " pass the handler of the command."
+        )
+    if block is not None and template is None:
+        raise TypeError(f"command_view() got block={block!r} without a template; pass template= too.")
+
+    def decorate(
+        func: t.Callable[t.Concatenate[R, C, ...], ResponseReturnValue],
+    ) -> t.Callable[..., flask.Response]:
+        spec: _View[C, R] = _View(command, handler, func, template, block, trusted)
+
+        @functools.wraps(func)
+        def view(**view_args: t.Any) -> flask.Response:
+            return _dispatch(spec, view_args)
+
+        _views[view] = spec
+        return view
+
+    return decorate
+
+
+def _dispatch(view: _View[C, R], view_args: dict[str, t.Any]) -> flask.Response:
+    request = flask.request
+    has_template = view.template is not None
+    if request.method in ("GET", "HEAD"):
+        if not has_template:
+            rule = request.url_rule
+            allowed = ", ".join(sorted(SUBMIT_METHODS.intersection(rule.methods or () if rule else ())))
+            return problem(
+                405,
+                detail=f"{request.path} takes JSON submissions ({allowed}); it renders no form.",
+                code="method_not_allowed",
+                headers={"Allow": allowed},
+            )
+        return view.render(view.command.form(), 200, view_args)
+    json_caller = not has_template or _is_json_type(request.mimetype) or _accepts_json()
+    if request.method not in SUBMIT_METHODS:
+        detail = f"The method {request.method!r} is not handled here."
+        return problem(405, detail=detail, code="method_not_allowed")
+    try:
+        data = _read_body(json_caller, has_template)
+    except _BodyError as e:
+        return e.response
+    values = view.trusted(**view_args) if view.trusted is not None else {}
+    field = request.headers.get(VALIDATE_HEADER)
+    if field is not None:
+        return _validate_field(view, data, field, json_caller)
+    responder = _Responder(view, view_args, data, json_caller)
+    try:
+        cmd = view.command.build(data, **values)
+    except CommandInvalid as e:
+        return responder.invalid(e)
+    return _respond(view.handler, cmd, responder)
+
+
+def _csrf_error(error: BadRequest) -> ResponseReturnValue:
+    """Flask-WTF's ``CSRFError``: problem+json for JSON callers, the form with the error for htmx.
+
+    An htmx post to a command view gets its form re-rendered (400) with the reason as a form-level
+    error and a new token, so that submitting again works; other htmx posts get an error fragment
+    at the top of the posting form. Plain posts get the app's own 400 page: they may come from
+    another site, which must not get a form filled in with its values.
+    """
+    request = flask.request
+    detail = str(error.description)
+    if _is_json_type(request.mimetype) or _accepts_json():
+        return problem(400, detail=detail, code="csrf_failed")
+    if not htmx.details():
+        fallback = flask.current_app._find_error_handler(BadRequest(), request.blueprints)
+        if fallback is not None:
+            return t.cast("ResponseReturnValue", fallback(error))
+        return error
+    html = Markup(
+        '<div class="commands-errors commands-csrf-error" role="alert"><p>{} Reload the page and try'
+        " again.</p></div>"
+    ).format(escape(detail))
+    if VALIDATE_HEADER in request.headers:
+        # Live validation is no submission: leave the field as typed; submitting shows the error.
+        return htmx.reswap(flask.make_response(str(html), 400), "none")
+    view = _views.get(flask.current_app.view_functions.get(request.endpoint or ""))  # type: ignore[arg-type]
+    if view is not None and view.template is not None:
+        try:
+            data: Body = request.form
+        except HTTPException:
+            data = MultiDict()
+        responder: _Responder[t.Any, t.Any] = _Responder(view, request.view_args or {}, data, json=False)
+        return responder.form_error(f"{detail} Submit the form again.", code="csrf_failed", status=400)
+    # Into the form that was posted, at its top, without replacing what the user typed.
+    return htmx.retarget(htmx.reswap(flask.make_response(str(html), 400), "afterbegin"), "closest form")

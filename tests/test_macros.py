@@ -1,0 +1,352 @@
+"""Tests for the macros of ``commands/macros.html`` and the ``commands_macros`` Jinja global."""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+from html import unescape
+
+import flask
+import jinja2
+import pytest
+import wtforms
+from flask_wtf.csrf import CSRFProtect
+from jinja2_fragments.flask import render_block
+from wtforms import validators as v
+
+from flask_commands import Command
+from flask_commands import CommandInvalid
+from flask_commands import Commands
+from flask_commands import field
+from flask_commands import htmx
+
+IMPORT = '{% from "commands/macros.html" import render_form, render_field, flashes, htmx_script %}'
+
+
+class AddTodo(Command):
+    title: str = field(validators=[v.InputRequired(), v.Length(max=200)], label="Title")
+    note: str | None = field(default=None, description="Anything to remember.")
+    order: int | None = None
+    completed: bool = False
+    actor_id: int = field(trusted=True)
+
+
+@pytest.fixture
+def app() -> flask.Flask:
+    app = flask.Flask(__name__)
+    app.secret_key = "test"
+    app.jinja_loader = jinja2.DictLoader(
+        {"page.html": "<h1>page</h1>{% block form %}{{ commands_macros.render_form(form) }}{% endblock %}"}
+    )
+    Commands(app)
+    return app
+
+
+@pytest.fixture
+def render(app: flask.Flask) -> t.Iterator[t.Callable[..., str]]:
+    """Render a template string (with the macros imported) in a request to ``/todos/new?x=1``."""
+    with app.test_request_context("/todos/new?x=1"):
+
+        def render(source: str, **context: t.Any) -> str:
+            return flask.render_template_string(IMPORT + source, **context)
+
+        yield render
+
+
+def invalid_form(data: dict[str, str]) -> wtforms.Form:
+    with pytest.raises(CommandInvalid) as excinfo:
+        AddTodo.build(flask.request.form.__class__(data), actor_id=1)
+    form = excinfo.value.form
+    assert form is not None
+    return form
+
+
+def input_tag(html: str, name: str) -> str:
+    match = re.search(rf'<input [^>]*name="{name}"[^>]*>', html)
+    assert match is not None, html
+    return match.group(0)
+
+
+# render_field
+
+
+def test_render_field_label(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_field(form.title) }}", form=AddTodo.form())
+    assert '<label for="title">Title</label>' in html
+    assert 'id="title"' in input_tag(html, "title")
+
+
+def test_render_field_wrapper(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_field(form.title) }}", form=AddTodo.form())
+    assert html.strip().startswith('<div class="commands-field" id="title-field">')
+
+
+def test_render_field_required_and_maxlength(render: t.Callable[..., str]) -> None:
+    tag = input_tag(render("{{ render_field(form.title) }}", form=AddTodo.form()), "title")
+    assert " required" in tag
+    assert 'maxlength="200"' in tag
+
+
+def test_render_field_optional_not_required(render: t.Callable[..., str]) -> None:
+    tag = input_tag(render("{{ render_field(form.order) }}", form=AddTodo.form()), "order")
+    assert "required" not in tag
+    assert "maxlength" not in tag
+
+
+def test_render_field_valid_no_aria_invalid(render: t.Callable[..., str]) -> None:
+    tag = input_tag(render("{{ render_field(form.title) }}", form=AddTodo.form()), "title")
+    assert "aria-invalid" not in tag
+    assert "aria-describedby" not in tag
+
+
+def test_render_field_errors_aria(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_field(form.title) }}", form=invalid_form({"title": ""}))
+    tag = input_tag(html, "title")
+    assert 'aria-invalid="true"' in tag
+    assert 'aria-describedby="title-errors"' in tag
+    assert re.search(
+        r'<ul class="commands-field-errors" id="title-errors">\s*<li>This field is required.</li>', html
+    )
+
+
+def test_render_field_description(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_field(form.note) }}", form=AddTodo.form())
+    assert '<p class="commands-field-description" id="note-description">Anything to remember.</p>' in html
+    assert 'aria-describedby="note-description"' in input_tag(html, "note")
+
+
+def test_render_field_description_and_errors(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_field(form.note) }}", form=invalid_form({"note": "x" * 2, "title": ""}))
+    assert "aria-invalid" not in input_tag(html, "note")
+    form = invalid_form({"title": ""})
+    form.note.errors = ["Too dull."]
+    html = render("{{ render_field(form.note) }}", form=form)
+    assert 'aria-describedby="note-description note-errors"' in input_tag(html, "note")
+
+
+def test_render_field_escapes_errors_and_values(render: t.Callable[..., str]) -> None:
+    form = invalid_form({"title": "<b>x</b>" * 40})
+    form.title.errors = ["<i>bad</i>"]
+    html = render("{{ render_field(form.title) }}", form=form)
+    assert "<b>" not in html
+    assert "<i>" not in html
+    assert "&lt;i&gt;bad&lt;/i&gt;" in html
+
+
+def test_render_field_live(render: t.Callable[..., str]) -> None:
+    tag = input_tag(render("{{ render_field(form.title) }}", form=AddTodo.form()), "title")
+    assert 'hx-post="/todos/new?x=1"' in tag
+    assert 'hx-trigger="change, keyup delay:400ms"' in tag
+    assert 'hx-target="closest .commands-field"' in tag
+    assert 'hx-swap="outerHTML"' in tag
+    headers = re.search(r'hx-headers="([^"]+)"', tag)
+    assert headers is not None
+    assert json.loads(unescape(headers.group(1))) == {"X-Commands-Validate": "title"}
+
+
+def test_render_field_live_off(render: t.Callable[..., str]) -> None:
+    tag = input_tag(render("{{ render_field(form.title, live=false) }}", form=AddTodo.form()), "title")
+    assert "hx-" not in tag
+
+
+def test_render_field_live_url(render: t.Callable[..., str]) -> None:
+    tag = input_tag(render("{{ render_field(form.title, url='/check') }}", form=AddTodo.form()), "title")
+    assert 'hx-post="/check"' in tag
+
+
+def test_render_field_extra_attributes(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_field(form.title, placeholder='Milk', autofocus=true) }}", form=AddTodo.form())
+    tag = input_tag(html, "title")
+    assert 'placeholder="Milk"' in tag
+    assert " autofocus" in tag
+
+
+def test_render_field_checkbox_before_label(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_field(form.completed) }}", form=AddTodo.form())
+    assert html.index('type="checkbox"') < html.index("<label")
+
+
+# render_form
+
+
+def test_render_form_posts_back_and_swaps_itself(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_form(form) }}", form=AddTodo.form())
+    tag = html[html.index("<form") : html.index(">", html.index("<form"))]
+    assert 'method="post"' in tag
+    assert 'action="/todos/new?x=1"' in tag
+    assert 'hx-post="/todos/new?x=1"' in tag
+    assert 'hx-target="this"' in tag
+    assert 'hx-swap="outerHTML"' in tag
+
+
+def test_render_form_disables_submit_in_flight(render: t.Callable[..., str]) -> None:
+    assert 'hx-disable="find [type=submit]"' in render("{{ render_form(form) }}", form=AddTodo.form())
+
+
+def test_render_form_novalidate_default(render: t.Callable[..., str]) -> None:
+    assert " novalidate>" in render("{{ render_form(form) }}", form=AddTodo.form())
+
+
+def test_render_form_novalidate_off(render: t.Callable[..., str]) -> None:
+    assert "novalidate" not in render("{{ render_form(form, novalidate=false) }}", form=AddTodo.form())
+
+
+def test_render_form_options(render: t.Callable[..., str]) -> None:
+    html = render(
+        "{{ render_form(form, action='/todos', submit='Add', target='#box', swap='innerHTML', id='f') }}",
+        form=AddTodo.form(),
+    )
+    assert 'action="/todos"' in html
+    assert 'hx-post="/todos"' in html
+    assert 'hx-target="#box"' in html
+    assert 'hx-swap="innerHTML"' in html
+    assert 'id="f"' in html
+    assert '<button type="submit">Add</button>' in html
+    assert 'hx-post="/todos"' in input_tag(html, "title")
+
+
+def test_render_form_hidden_id(render: t.Callable[..., str]) -> None:
+    form = AddTodo.form()
+    html = render("{{ render_form(form) }}", form=form)
+    assert f'<input id="id" name="id" type="hidden" value="{form.id.data}">' in html
+    assert '<label for="id"' not in html
+
+
+def test_render_form_fields_in_order(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_form(form) }}", form=AddTodo.form())
+    positions = [html.index(f'id="{name}-field"') for name in ("title", "note", "order", "completed")]
+    assert positions == sorted(positions)
+    assert "actor_id" not in html
+
+
+def test_render_form_no_errors_no_alert(render: t.Callable[..., str]) -> None:
+    assert 'role="alert"' not in render("{{ render_form(form) }}", form=AddTodo.form())
+
+
+def test_render_form_form_errors_alert(render: t.Callable[..., str]) -> None:
+    form = AddTodo.form()
+    form.form_errors.append("Todos are closed on Sundays.")
+    html = render("{{ render_form(form) }}", form=form)
+    assert re.search(
+        r'<div class="commands-errors" role="alert">\s*<p>Todos are closed on Sundays.</p>', html
+    )
+
+
+def test_render_form_hidden_id_errors_alert(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_form(form) }}", form=invalid_form({"title": "Milk", "id": "nope"}))
+    assert re.search(r'role="alert">\s*<p>Invalid UUID.</p>', html)
+
+
+def test_render_form_shows_conflict_flash(render: t.Callable[..., str]) -> None:
+    flask.flash("A todo with that title exists.", "conflict")
+    html = render("{{ render_form(form) }}", form=AddTodo.form())
+    assert re.search(r'role="alert">\s*<p>A todo with that title exists.</p>', html)
+
+
+def test_render_form_no_csrf_without_csrfprotect(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_form(form) }}", form=AddTodo.form())
+    assert "csrf_token" not in html
+    assert "X-CSRFToken" not in html
+
+
+def test_render_form_csrf_token(app: flask.Flask) -> None:
+    CSRFProtect(app)
+    with app.test_request_context("/todos/new"):
+        html = flask.render_template_string(IMPORT + "{{ render_form(form) }}", form=AddTodo.form())
+        match = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)">', html)
+        assert match is not None, html
+        token = match.group(1)
+        form_tag = html[html.index("<form") : html.index(">", html.index("<form"))]
+        assert f'hx-headers=\'{{"X-CSRFToken": "{token}"}}\'' in form_tag
+        headers = re.search(r'hx-headers="([^"]+)"', input_tag(html, "title"))
+        assert headers is not None
+        decoded = json.loads(unescape(headers.group(1)))
+        assert decoded == {"X-Commands-Validate": "title", "X-CSRFToken": token}
+
+
+def test_render_form_csrf_custom_names(app: flask.Flask) -> None:
+    app.config["WTF_CSRF_FIELD_NAME"] = "_token"
+    app.config["WTF_CSRF_HEADERS"] = ["X-XSRF-Token"]
+    CSRFProtect(app)
+    with app.test_request_context("/todos/new"):
+        html = flask.render_template_string(IMPORT + "{{ render_form(form) }}", form=AddTodo.form())
+    assert 'name="_token"' in html
+    assert "X-XSRF-Token" in html
+
+
+def test_render_form_csrf_disabled(app: flask.Flask) -> None:
+    app.config["WTF_CSRF_ENABLED"] = False
+    CSRFProtect(app)
+    with app.test_request_context("/todos/new"):
+        html = flask.render_template_string(IMPORT + "{{ render_form(form) }}", form=AddTodo.form())
+    assert "csrf" not in html.lower()
+
+
+# flashes
+
+
+def test_flashes_none(render: t.Callable[..., str]) -> None:
+    assert render("{{ flashes() }}").strip() == ""
+
+
+def test_flashes_messages(render: t.Callable[..., str]) -> None:
+    flask.flash("Saved.", "success")
+    flask.flash("<b>Careful</b>")
+    html = render("{{ flashes() }}")
+    assert '<div class="commands-flashes" role="status">' in html
+    assert '<p class="commands-flash commands-flash-success">Saved.</p>' in html
+    assert '<p class="commands-flash commands-flash-message">&lt;b&gt;Careful&lt;/b&gt;</p>' in html
+
+
+def test_flashes_shown_once(render: t.Callable[..., str]) -> None:
+    flask.flash("A todo with that title exists.", "conflict")
+    html = render("{{ flashes() }}{{ render_form(form) }}{{ flashes() }}", form=AddTodo.form())
+    assert html.count("A todo with that title exists.") == 1
+
+
+def test_flashes_categories(render: t.Callable[..., str]) -> None:
+    flask.flash("Saved.", "success")
+    flask.flash("Oops.", "error")
+    html = render("{{ flashes(['error']) }}")
+    assert "Oops." in html
+    assert "Saved." not in html
+
+
+# htmx_script
+
+
+def test_htmx_script(render: t.Callable[..., str]) -> None:
+    assert render("{{ htmx_script() }}") == (
+        f'<script src="/_commands/static/{htmx.HTMX_FILENAME}" integrity="{htmx.htmx_integrity()}"'
+        ' crossorigin="anonymous"></script>'
+    )
+
+
+# The commands_macros global
+
+
+def test_global_without_import(app: flask.Flask) -> None:
+    with app.test_request_context("/todos/new"):
+        html = flask.render_template_string("{{ commands_macros.render_form(form) }}", form=AddTodo.form())
+    assert 'hx-post="/todos/new"' in html
+
+
+def test_global_in_a_block_rendered_alone(app: flask.Flask) -> None:
+    CSRFProtect(app)
+    with app.test_request_context("/todos/new"):
+        flask.flash("Taken.", "conflict")
+        html = render_block("page.html", "form", form=AddTodo.form())
+    assert "<h1>" not in html
+    assert html.strip().startswith("<form")
+    assert 'name="csrf_token"' in html
+    assert "Taken." in html
+
+
+def test_global_unknown_macro(app: flask.Flask) -> None:
+    with app.test_request_context("/"):
+        assert flask.render_template_string("{{ commands_macros.nope is defined }}") == "False"
+
+
+def test_global_repr(app: flask.Flask) -> None:
+    assert repr(app.jinja_env.globals["commands_macros"]) == "<commands_macros from 'commands/macros.html'>"

@@ -1,0 +1,1023 @@
+"""Tests for flask_commands.views: ``@command_view`` over plain form posts, htmx posts and JSON."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import enum
+import hashlib
+import io
+import json
+import re
+import typing as t
+import uuid
+
+import flask
+import jinja2
+import pytest
+from flask_wtf.csrf import CSRFProtect
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+from wtforms import validators as v
+
+from flask_commands import Command
+from flask_commands import Commands
+from flask_commands import Conflict
+from flask_commands import Rejected
+from flask_commands import command_view
+from flask_commands import field
+from flask_commands import handler
+from flask_commands import htmx
+from flask_commands.views import _respond
+
+
+class AddTodo(Command):
+    title: str = field(validators=[v.InputRequired(), v.Length(max=30)], label="Title")
+    order: int | None = None
+    actor_id: int = field(trusted=True)
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Everything(Command):
+    """A command with one field of every kind, for the fuzz test."""
+
+    text: str = field(validators=[v.Length(max=10)])
+    number: int | None = None
+    ratio: float | None = None
+    amount: decimal.Decimal | None = None
+    flag: bool = False
+    day: datetime.date | None = None
+    colour: Colour | None = None
+    ref: uuid.UUID | None = None
+    owner: int = field(trusted=True)
+
+
+#: Every todo the handler added, in order.
+ADDED: list[AddTodo] = []
+
+
+@handler(AddTodo)
+def add_todo(cmd: AddTodo) -> dict[str, t.Any]:
+    if cmd.title == "taken":
+        raise Conflict("A todo with that title exists.", code="duplicate_title")
+    if cmd.title == "forbidden":
+        raise Rejected("Forbidden is not a title.", code="forbidden_title")
+    if cmd.title == "boom":
+        raise RuntimeError("the database is on fire")
+    ADDED.append(cmd)
+    return {"title": cmd.title, "order": cmd.order}
+
+
+@handler(Everything)
+def handle_everything(cmd: Everything) -> str:
+    return cmd.text
+
+
+PAGE = """\
+{%- from "commands/macros.html" import flashes -%}
+<html><body><p id="page">the page</p>{{ flashes() }}
+{% block new_form %}{{ commands_macros.render_form(form) }}{% endblock %}
+</body></html>"""
+
+PARTIAL = '{% from "commands/macros.html" import render_form %}{{ render_form(form) }}'
+
+LIST = "<h1>List {{ list_id }}</h1>{% block form %}{{ commands_macros.render_form(form) }}{% endblock %}"
+
+HX4 = {
+    "HX-Request": "true",
+    "HX-Request-Type": "partial",
+    "HX-Source": "form",
+    "HX-Target": "form",
+    "HX-Current-URL": "http://localhost/todos/new",
+    "Accept": "text/html",
+}
+HX2 = {"HX-Request": "true", "HX-Target": "new", "HX-Trigger": "new", "Accept": "*/*"}
+
+
+def make_app() -> flask.Flask:
+    """An app with one command view of each kind."""
+    app = flask.Flask(__name__)
+    app.config["TESTING"] = True
+    app.secret_key = "test"
+    app.jinja_loader = jinja2.DictLoader({"page.html": PAGE, "partial.html": PARTIAL, "list.html": LIST})
+    Commands(app)
+
+    @app.route("/todos/new", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @command_view(AddTodo, add_todo, template="page.html", block="new_form", trusted=lambda: {"actor_id": 7})
+    def new_todo(result: dict[str, t.Any], cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return {**result, "actor_id": cmd.actor_id, "id": str(cmd.id)}, 201
+
+    @app.route("/partial", methods=["GET", "POST"])
+    @command_view(AddTodo, add_todo, template="partial.html", trusted=lambda: {"actor_id": 7})
+    def partial(result: dict[str, t.Any], cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return flask.redirect("/todos")
+
+    @app.route("/api/todos", methods=["GET", "POST"])
+    @command_view(AddTodo, add_todo, trusted=lambda: {"actor_id": 7})
+    def api_add(result: dict[str, t.Any], cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return result, 201
+
+    @app.route("/lists/<int:list_id>/todos", methods=["GET", "POST"])
+    @command_view(
+        AddTodo, add_todo, template="list.html", block="form", trusted=lambda list_id: {"actor_id": list_id}
+    )
+    def list_add(result: dict[str, t.Any], cmd: AddTodo, list_id: int) -> flask.typing.ResponseReturnValue:
+        return {"list_id": list_id, "actor_id": cmd.actor_id}
+
+    @app.route("/everything", methods=["GET", "POST", "PUT"])
+    @command_view(Everything, handle_everything, template="partial.html", trusted=lambda: {"owner": 1})
+    def everything(result: str, cmd: Everything) -> flask.typing.ResponseReturnValue:
+        return result
+
+    return app
+
+
+@pytest.fixture
+def app() -> flask.Flask:
+    ADDED.clear()
+    return make_app()
+
+
+@pytest.fixture
+def client(app: flask.Flask) -> flask.testing.FlaskClient:
+    return app.test_client()
+
+
+def hidden_id(html: str) -> str:
+    match = re.search(r'name="id" type="hidden" value="([^"]*)"', html)
+    assert match is not None, html
+    return match.group(1)
+
+
+# GET
+
+
+def test_get_renders_the_page(client: flask.testing.FlaskClient) -> None:
+    response = client.get("/todos/new")
+    assert response.status_code == 200
+    assert 'id="page"' in response.text
+    assert '<label for="title">Title</label>' in response.text
+    uuid.UUID(hidden_id(response.text))
+
+
+def test_get_fresh_id_each_time(client: flask.testing.FlaskClient) -> None:
+    assert hidden_id(client.get("/todos/new").text) != hidden_id(client.get("/todos/new").text)
+
+
+def test_get_htmx_renders_the_block(client: flask.testing.FlaskClient) -> None:
+    response = client.get("/todos/new", headers=HX4)
+    assert response.status_code == 200
+    assert 'id="page"' not in response.text
+    assert response.text.strip().startswith("<form")
+    assert "HX-Request" in response.vary
+
+
+def test_get_htmx_boosted_renders_the_page(client: flask.testing.FlaskClient) -> None:
+    response = client.get("/todos/new", headers={**HX4, "HX-Boosted": "true", "HX-Request-Type": "full"})
+    assert 'id="page"' in response.text
+
+
+def test_get_htmx_history_restore_renders_the_page(client: flask.testing.FlaskClient) -> None:
+    response = client.get("/todos/new", headers={**HX2, "HX-History-Restore-Request": "true"})
+    assert 'id="page"' in response.text
+
+
+def test_get_json_only_view_405(client: flask.testing.FlaskClient) -> None:
+    response = client.get("/api/todos")
+    assert response.status_code == 405
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Allow"] == "POST"
+    assert response.json == {
+        "type": "about:blank",
+        "title": "Method Not Allowed",
+        "status": 405,
+        "detail": "/api/todos takes JSON submissions (POST); it renders no form.",
+        "code": "method_not_allowed",
+    }
+
+
+def test_get_url_params_reach_the_template(client: flask.testing.FlaskClient) -> None:
+    assert "<h1>List 5</h1>" in client.get("/lists/5/todos").text
+
+
+# Success
+
+
+def test_success_form_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "Milk", "order": "2"})
+    assert response.status_code == 201
+    assert response.json is not None
+    assert response.json["title"] == "Milk"
+    assert response.json["order"] == 2
+    assert response.json["actor_id"] == 7
+
+
+def test_success_htmx_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "Milk"}, headers=HX4)
+    assert response.status_code == 201
+    assert response.json is not None
+    assert response.json["title"] == "Milk"
+
+
+def test_success_json_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", json={"title": "Milk", "order": 3})
+    assert response.status_code == 201
+    assert response.json == {"title": "Milk", "order": 3}
+
+
+def test_success_plus_json_content_type(client: flask.testing.FlaskClient) -> None:
+    response = client.post(
+        "/api/todos", data=json.dumps({"title": "Milk"}), content_type="application/merge-patch+json"
+    )
+    assert response.status_code == 201
+
+
+def test_success_json_post_to_form_view(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", json={"title": "Milk"})
+    assert response.status_code == 201
+
+
+def test_success_redirect(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/partial", data={"title": "Milk"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/todos"
+
+
+def test_success_keeps_the_submitted_id(client: flask.testing.FlaskClient) -> None:
+    ident = str(uuid.uuid4())
+    response = client.post("/todos/new", data={"title": "Milk", "id": ident})
+    assert response.json is not None
+    assert response.json["id"] == ident
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_success_other_methods(client: flask.testing.FlaskClient, method: str) -> None:
+    response = client.open("/todos/new", method=method, json={"title": "Milk"})
+    assert response.status_code == 201
+
+
+def test_success_url_params(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/lists/5/todos", data={"title": "Milk"})
+    assert response.status_code == 200
+    assert response.json == {"list_id": 5, "actor_id": 5}
+
+
+# Trusted values
+
+
+def test_trusted_form_field_ignored(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "Milk", "actor_id": "999"})
+    assert response.json is not None
+    assert response.json["actor_id"] == 7
+
+
+def test_trusted_json_key_ignored(client: flask.testing.FlaskClient) -> None:
+    client.post("/api/todos", json={"title": "Milk", "actor_id": 999})
+    assert ADDED[-1].actor_id == 7
+
+
+def test_trusted_url_param_not_spoofable(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/lists/5/todos", data={"title": "Milk", "actor_id": "6", "list_id": "6"})
+    assert response.json == {"list_id": 5, "actor_id": 5}
+
+
+# Invalid input: 422
+
+
+def test_invalid_form_post(client: flask.testing.FlaskClient) -> None:
+    submitted = str(uuid.uuid4())
+    response = client.post("/todos/new", data={"title": "", "order": "x", "id": submitted})
+    assert response.status_code == 422
+    assert 'id="page"' in response.text
+    assert "This field is required." in response.text
+    assert "Not a valid integer value." in response.text
+    assert 'aria-invalid="true"' in response.text
+    assert hidden_id(response.text) != submitted
+    assert ADDED == []
+
+
+def test_invalid_form_post_keeps_values(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "Milk", "order": "x"})
+    assert 'value="Milk"' in response.text
+
+
+def test_invalid_htmx_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": ""}, headers=HX4)
+    assert response.status_code == 422
+    assert 'id="page"' not in response.text
+    assert "This field is required." in response.text
+    assert response.headers["HX-Retarget"] == "this"
+    assert response.headers["HX-Reswap"] == "outerHTML"
+
+
+def test_invalid_htmx2_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": ""}, headers=HX2)
+    assert response.status_code == 422
+    assert 'id="page"' not in response.text
+    assert response.headers["HX-Retarget"] == "this"
+
+
+def test_invalid_htmx_post_retargets_a_wrapper(client: flask.testing.FlaskClient) -> None:
+    headers = {**HX4, "HX-Target": "div#new-todo"}
+    response = client.post("/todos/new", data={"title": ""}, headers=headers)
+    assert response.headers["HX-Retarget"] == "#new-todo"
+
+
+def test_invalid_htmx2_post_retargets_a_wrapper(client: flask.testing.FlaskClient) -> None:
+    headers = {**HX2, "HX-Target": "new-todo"}
+    response = client.post("/todos/new", data={"title": ""}, headers=headers)
+    assert response.headers["HX-Retarget"] == "#new-todo"
+
+
+def test_invalid_htmx_post_retargets_an_odd_id(client: flask.testing.FlaskClient) -> None:
+    headers = {**HX4, "HX-Target": "div#new%20todo"}
+    response = client.post("/todos/new", data={"title": ""}, headers=headers)
+    assert response.headers["HX-Retarget"] == '[id="new todo"]'
+
+
+def test_invalid_json_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", json={"title": "", "order": "x"})
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert response.json == {
+        "type": "about:blank",
+        "title": "Unprocessable Content",
+        "status": 422,
+        "detail": "The input is not valid; see errors.",
+        "code": "invalid",
+        "errors": {"title": ["This field is required."], "order": ["Not a valid integer value."]},
+    }
+
+
+def test_invalid_json_post_to_form_view(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", json={"title": ""})
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+
+
+def test_invalid_form_post_accepting_json(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": ""}, headers={"Accept": "application/json"})
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+
+
+def test_invalid_xss_stays_inert(client: flask.testing.FlaskClient) -> None:
+    payload = "<script>alert(1)</script>" + "x" * 30
+    response = client.post("/todos/new", data={"title": payload, "order": '"><img src=x onerror=alert(1)>'})
+    assert response.status_code == 422
+    assert "<script>alert(1)</script>" not in response.text
+    assert "<img" not in response.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+
+
+# Conflict: 409
+
+
+def test_conflict_form_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "taken"})
+    assert response.status_code == 409
+    assert 'id="page"' in response.text
+    assert "A todo with that title exists." in response.text
+    assert response.text.count("A todo with that title exists.") == 1
+    assert 'value="taken"' in response.text
+
+
+def test_conflict_form_post_fresh_id(client: flask.testing.FlaskClient) -> None:
+    submitted = str(uuid.uuid4())
+    response = client.post("/todos/new", data={"title": "taken", "id": submitted})
+    assert hidden_id(response.text) not in ("", submitted)
+
+
+def test_conflict_flash_not_shown_again(client: flask.testing.FlaskClient) -> None:
+    client.post("/todos/new", data={"title": "taken"})
+    assert "A todo with that title exists." not in client.get("/todos/new").text
+
+
+def test_conflict_htmx_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "taken"}, headers=HX4)
+    assert response.status_code == 409
+    assert 'id="page"' not in response.text
+    assert re.search(r'role="alert">\s*<p>A todo with that title exists.</p>', response.text)
+    assert response.headers["HX-Retarget"] == "this"
+    assert response.headers["HX-Reswap"] == "outerHTML"
+
+
+def test_conflict_json_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", json={"title": "taken"})
+    assert response.status_code == 409
+    assert response.json == {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "A todo with that title exists.",
+        "code": "duplicate_title",
+    }
+
+
+# Rejected: 422
+
+
+def test_rejected_form_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "forbidden"})
+    assert response.status_code == 422
+    assert 'id="page"' in response.text
+    assert re.search(r'role="alert">\s*<p>Forbidden is not a title.</p>', response.text)
+
+
+def test_rejected_htmx_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "forbidden"}, headers=HX4)
+    assert response.status_code == 422
+    assert 'id="page"' not in response.text
+    assert "Forbidden is not a title." in response.text
+    assert response.headers["HX-Reswap"] == "outerHTML"
+
+
+def test_rejected_json_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", json={"title": "forbidden"})
+    assert response.status_code == 422
+    assert response.json is not None
+    assert response.json["code"] == "forbidden_title"
+    assert response.json["detail"] == "Forbidden is not a title."
+
+
+# Faults
+
+
+def test_fault_propagates(client: flask.testing.FlaskClient) -> None:
+    with pytest.raises(RuntimeError, match="on fire"):
+        client.post("/todos/new", data={"title": "boom"})
+
+
+def test_fault_is_500_without_details(app: flask.Flask) -> None:
+    app.config["TESTING"] = False
+    response = app.test_client().post("/api/todos", json={"title": "boom"})
+    assert response.status_code == 500
+    assert "on fire" not in response.text
+
+
+# Malformed bodies: 400, 413, 415
+
+
+def test_malformed_json(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data='{"title": ', content_type="application/json")
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    assert response.json is not None
+    assert response.json["code"] == "malformed_json"
+    assert response.json["detail"] == (
+        "The request body is not valid JSON: Expecting value at line 1 column 11."
+    )
+
+
+def test_malformed_json_form_view(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data="{", content_type="application/json", headers=HX4)
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+
+
+def test_malformed_json_not_utf8(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data=b'{"title": "\xff"}', content_type="application/json")
+    assert response.status_code == 400
+    assert response.json is not None
+    assert response.json["detail"] == "The request body is not valid JSON: it is not UTF-8 text."
+
+
+def test_malformed_json_nan(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data='{"title": "a", "order": NaN}', content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_malformed_json_deep(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data="[" * 100_000, content_type="application/json")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"), [("[1, 2]", "an array"), ('"a"', "a string"), ("3", "a number"), ("null", "null")]
+)
+def test_json_not_an_object(client: flask.testing.FlaskClient, body: str, kind: str) -> None:
+    response = client.post("/api/todos", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json is not None
+    assert response.json["code"] == "not_an_object"
+    assert response.json["detail"] == f"The request body must be a JSON object, not {kind}."
+
+
+def test_json_not_an_object_htmx(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data="[]", content_type="application/json", headers=HX4)
+    assert response.status_code == 400
+
+
+def test_empty_json_body_is_an_empty_object(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data="", content_type="application/json")
+    assert response.status_code == 422
+    assert response.json is not None
+    assert response.json["errors"] == {"title": ["This field is required."]}
+
+
+def test_empty_body_without_content_type(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos")
+    assert response.status_code == 422
+    assert response.json is not None
+    assert response.json["errors"] == {"title": ["This field is required."]}
+
+
+def test_empty_body_form_view_rerenders(client: flask.testing.FlaskClient) -> None:
+    response = client.delete("/todos/new")
+    assert response.status_code == 422
+    assert "This field is required." in response.text
+
+
+def test_empty_form_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={}, headers=HX4)
+    assert response.status_code == 422
+    assert "This field is required." in response.text
+
+
+def test_form_post_to_json_view_415(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data={"title": "Milk"})
+    assert response.status_code == 415
+    assert response.mimetype == "application/problem+json"
+    assert response.json is not None
+    assert response.json["code"] == "unsupported_media_type"
+    assert response.json["detail"] == (
+        "The content type 'application/x-www-form-urlencoded' is not accepted here; send application/json."
+    )
+    assert ADDED == []
+
+
+def test_text_plain_to_json_view_415(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data="title=Milk", content_type="text/plain")
+    assert response.status_code == 415
+    assert response.mimetype == "application/problem+json"
+
+
+def test_text_plain_form_view_415(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data="title=Milk", content_type="text/plain")
+    assert response.status_code == 415
+    assert response.mimetype == "text/html"
+
+
+def test_text_plain_htmx_415(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data="title=Milk", content_type="text/plain", headers=HX4)
+    assert response.status_code == 415
+
+
+def test_body_without_content_type_415(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data=b'{"title": "Milk"}', headers={"Content-Type": ""})
+    assert response.status_code == 415
+    assert response.json is not None
+    assert response.json["detail"] == "The request body has no content type; send application/json."
+
+
+def test_too_large_json(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 100
+    response = client.post("/api/todos", json={"title": "x" * 200})
+    assert response.status_code == 413
+    assert response.mimetype == "application/problem+json"
+    assert response.json is not None
+    assert response.json["code"] == "content_too_large"
+    assert response.json["detail"] == "The request body is larger than the limit of 100 bytes."
+
+
+def test_too_large_form_post(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 100
+    response = client.post("/todos/new", data={"title": "x" * 200})
+    assert response.status_code == 413
+    assert ADDED == []
+
+
+def test_too_large_htmx_post(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 100
+    response = client.post("/todos/new", data={"title": "x" * 200}, headers=HX4)
+    assert response.status_code == 413
+
+
+def test_too_large_multipart(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
+    app.config["MAX_FORM_MEMORY_SIZE"] = 50
+    response = client.post("/todos/new", data={"title": "x" * 200}, content_type="multipart/form-data")
+    assert response.status_code == 413
+
+
+def test_too_large_json_without_content_length(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 100
+    body = json.dumps({"title": "x" * 200}).encode()
+    response = client.post(
+        "/api/todos",
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        # What a server sets when it ends a chunked body; werkzeug reads nothing otherwise.
+        environ_base={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+
+
+def test_too_large_form_post_without_content_length(
+    app: flask.Flask, client: flask.testing.FlaskClient
+) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = 100
+    response = client.post(
+        "/todos/new",
+        input_stream=io.BytesIO(b"title=" + b"x" * 200),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Transfer-Encoding": "chunked"},
+        environ_base={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    assert ADDED == []
+
+
+def test_multipart_form_post(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "Milk"}, content_type="multipart/form-data")
+    assert response.status_code == 201
+
+
+# Live validation
+
+
+def test_validate_returns_only_the_field(client: flask.testing.FlaskClient) -> None:
+    headers = {**HX4, "X-Commands-Validate": "order"}
+    response = client.post("/todos/new", data={"title": "", "order": "x"}, headers=headers)
+    assert response.status_code == 200
+    assert response.text.strip().startswith(
+        '<div class="commands-field commands-field-invalid" id="order-field">'
+    )
+    assert "Not a valid integer value." in response.text
+    assert "This field is required." not in response.text
+    assert response.headers["HX-Reswap"] == "outerHTML"
+    assert ADDED == []
+
+
+def test_validate_valid_field(client: flask.testing.FlaskClient) -> None:
+    headers = {**HX4, "X-Commands-Validate": "title"}
+    response = client.post("/todos/new", data={"title": "Milk", "order": "x"}, headers=headers)
+    assert response.status_code == 200
+    assert 'id="title-field"' in response.text
+    assert "aria-invalid" not in response.text
+    assert "Not a valid integer value." not in response.text
+
+
+def test_validate_does_not_handle(client: flask.testing.FlaskClient) -> None:
+    headers = {**HX4, "X-Commands-Validate": "title"}
+    client.post("/todos/new", data={"title": "taken"}, headers=headers)
+    assert ADDED == []
+
+
+def test_validate_unknown_field(client: flask.testing.FlaskClient) -> None:
+    headers = {**HX4, "X-Commands-Validate": "actor_id"}
+    response = client.post("/todos/new", data={"title": "Milk"}, headers=headers)
+    assert response.status_code == 400
+    assert response.json is not None
+    assert response.json["code"] == "unknown_field"
+    assert response.json["detail"] == (
+        "X-Commands-Validate names 'actor_id', which is not a field of AddTodo;"
+        " use one of 'id', 'title', 'order'."
+    )
+
+
+def test_validate_json(client: flask.testing.FlaskClient) -> None:
+    headers = {"X-Commands-Validate": "order"}
+    response = client.post("/api/todos", json={"title": "", "order": [1]}, headers=headers)
+    assert response.status_code == 200
+    assert response.json == {"errors": {"order": ["Not a valid value."]}}
+
+
+def test_validate_escapes_the_value(client: flask.testing.FlaskClient) -> None:
+    headers = {**HX4, "X-Commands-Validate": "title"}
+    response = client.post("/todos/new", data={"title": "<script>alert(1)</script>" * 3}, headers=headers)
+    assert "<script>" not in response.text
+
+
+# The seam for idempotency
+
+
+def test_respond_runs_the_handler_once(app: flask.Flask) -> None:
+    with app.test_request_context("/api/todos", method="POST", json={"title": "Milk"}):
+        response = app.view_functions["api_add"]()
+    assert response.status_code == 201
+    assert len(ADDED) == 1
+    assert _respond.__name__ == "_respond"
+
+
+# command_view's own errors
+
+
+def test_command_view_not_a_command() -> None:
+    with pytest.raises(TypeError, match=r"^command_view\(\) takes a Command subclass, not <class 'int'>\.$"):
+        command_view(int, add_todo)  # type: ignore[type-var]
+
+
+def test_command_view_not_a_handler() -> None:
+    def plain(cmd: AddTodo) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"decorate it with @handler\(AddTodo\)\.$"):
+        command_view(AddTodo, plain)  # type: ignore[arg-type]
+
+
+def test_command_view_wrong_handler() -> None:
+    with pytest.raises(TypeError) as excinfo:
+        command_view(AddTodo, handle_everything)  # type: ignore[arg-type]
+    assert excinfo.value.args == (
+        "handler 'handle_everything' takes Everything, not AddTodo; pass the handler of the command.",
+    )
+
+
+def test_command_view_block_without_template() -> None:
+    with pytest.raises(TypeError) as excinfo:
+        command_view(AddTodo, add_todo, block="form")
+    assert excinfo.value.args == ("command_view() got block='form' without a template; pass template= too.",)
+
+
+def test_command_view_keeps_the_name(app: flask.Flask) -> None:
+    assert app.view_functions["new_todo"].__name__ == "new_todo"
+
+
+# Static htmx and its SRI hash
+
+
+def test_static_htmx_immutable(client: flask.testing.FlaskClient) -> None:
+    response = client.get(f"/_commands/static/{htmx.HTMX_FILENAME}")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    response.close()
+
+
+def test_static_other_files_not_immutable(client: flask.testing.FlaskClient) -> None:
+    response = client.get("/_commands/static/htmx-LICENSE")
+    assert response.status_code == 200
+    assert "immutable" not in response.headers.get("Cache-Control", "")
+    response.close()
+
+
+def test_htmx_script_integrity_matches_the_file(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
+    with app.test_request_context():
+        tag = flask.render_template_string(
+            '{% from "commands/macros.html" import htmx_script %}{{ htmx_script() }}'
+        )
+    pattern = r'<script src="([^"]+)" integrity="sha384-([^"]+)" crossorigin="anonymous"></script>'
+    match = re.fullmatch(pattern, tag)
+    assert match is not None, tag
+    response = client.get(match.group(1))
+    digest = base64.b64encode(hashlib.sha384(response.data).digest()).decode()
+    response.close()
+    assert match.group(2) == digest
+    assert htmx.HTMX_VERSION in match.group(1)
+
+
+# CSRF (Flask-WTF)
+
+
+@pytest.fixture
+def csrf_app(app: flask.Flask) -> flask.Flask:
+    CSRFProtect(app)
+    return app
+
+
+def csrf_token(client: flask.testing.FlaskClient) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/todos/new").text)
+    assert match is not None
+    return match.group(1)
+
+
+def test_csrf_form_post_with_token(csrf_app: flask.Flask) -> None:
+    client = csrf_app.test_client()
+    token = csrf_token(client)
+    response = client.post("/todos/new", data={"title": "Milk", "csrf_token": token})
+    assert response.status_code == 201
+
+
+def test_csrf_htmx_post_with_header(csrf_app: flask.Flask) -> None:
+    client = csrf_app.test_client()
+    token = csrf_token(client)
+    response = client.post("/todos/new", data={"title": "Milk"}, headers={**HX4, "X-CSRFToken": token})
+    assert response.status_code == 201
+
+
+def test_csrf_htmx_post_tampered_rerenders_the_form(csrf_app: flask.Flask) -> None:
+    client = csrf_app.test_client()
+    csrf_token(client)
+    submitted = str(uuid.uuid4())
+    data = {"title": "Milk", "csrf_token": "tampered", "id": submitted}
+    response = client.post("/todos/new", data=data, headers=HX4)
+    assert response.status_code == 400
+    assert 'id="page"' not in response.text
+    assert re.search(
+        r'role="alert">\s*<p>The CSRF token is invalid. Submit the form again.</p>', response.text
+    )
+    assert 'value="Milk"' in response.text
+    assert hidden_id(response.text) != submitted
+    assert response.headers["HX-Retarget"] == "this"
+    assert response.headers["HX-Reswap"] == "outerHTML"
+    assert ADDED == []
+
+
+def test_csrf_htmx_post_again_with_the_new_token(csrf_app: flask.Flask) -> None:
+    client = csrf_app.test_client()
+    csrf_token(client)
+    response = client.post("/todos/new", data={"title": "Milk", "csrf_token": "x"}, headers=HX4)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', response.text)
+    assert match is not None
+    response = client.post("/todos/new", data={"title": "Milk", "csrf_token": match.group(1)}, headers=HX4)
+    assert response.status_code == 201
+
+
+def test_csrf_htmx_post_elsewhere_gets_a_fragment(csrf_app: flask.Flask) -> None:
+    @csrf_app.post("/plain")
+    def plain() -> str:
+        return "ok"
+
+    response = csrf_app.test_client().post("/plain", data={"title": "Milk"}, headers=HX4)
+    assert response.status_code == 400
+    assert response.mimetype == "text/html"
+    assert response.text == (
+        '<div class="commands-errors commands-csrf-error" role="alert"><p>The CSRF token is missing.'
+        " Reload the page and try again.</p></div>"
+    )
+    assert response.headers["HX-Retarget"] == "closest form"
+    assert response.headers["HX-Reswap"] == "afterbegin"
+
+
+def test_csrf_live_validation_swaps_nothing(csrf_app: flask.Flask) -> None:
+    headers = {**HX4, "X-Commands-Validate": "title"}
+    response = csrf_app.test_client().post("/todos/new", data={"title": ""}, headers=headers)
+    assert response.status_code == 400
+    assert response.headers["HX-Reswap"] == "none"
+
+
+def test_csrf_json_post_without_token(csrf_app: flask.Flask) -> None:
+    response = csrf_app.test_client().post("/api/todos", json={"title": "Milk"})
+    assert response.status_code == 400
+    assert response.json == {
+        "type": "about:blank",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "The CSRF token is missing.",
+        "code": "csrf_failed",
+    }
+
+
+def test_csrf_plain_post_without_token(csrf_app: flask.Flask) -> None:
+    response = csrf_app.test_client().post("/todos/new", data={"title": "Milk"})
+    assert response.status_code == 400
+    assert response.mimetype == "text/html"
+    assert "The CSRF token is missing." in response.text
+
+
+def test_csrf_plain_post_uses_the_apps_400_handler(csrf_app: flask.Flask) -> None:
+    csrf_app.register_error_handler(400, lambda e: ("custom 400", 400))
+    response = csrf_app.test_client().post("/todos/new", data={"title": "Milk"})
+    assert response.text == "custom 400"
+
+
+def test_csrf_apps_own_handler_wins() -> None:
+    app = flask.Flask(__name__)
+    app.secret_key = "test"
+    from flask_wtf.csrf import CSRFError
+
+    app.register_error_handler(CSRFError, lambda e: ("mine", 400))
+    Commands(app)
+    CSRFProtect(app)
+
+    @app.post("/x")
+    def x() -> str:
+        return "ok"
+
+    assert app.test_client().post("/x", headers=HX4).text == "mine"
+
+
+def test_csrf_exempt_view(csrf_app: flask.Flask) -> None:
+    csrf = csrf_app.extensions["csrf"]
+    csrf.exempt(csrf_app.view_functions["api_add"])
+    response = csrf_app.test_client().post("/api/todos", json={"title": "Milk"})
+    assert response.status_code == 201
+
+
+def test_csrf_exempt_blueprint() -> None:
+    app = flask.Flask(__name__)
+    app.secret_key = "test"
+    Commands(app)
+    csrf = CSRFProtect(app)
+    api = flask.Blueprint("api", __name__)
+
+    @api.post("/todos")
+    @command_view(AddTodo, add_todo, trusted=lambda: {"actor_id": 1})
+    def add(result: dict[str, t.Any], cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return result, 201
+
+    csrf.exempt(api)
+    app.register_blueprint(api, url_prefix="/api")
+    assert app.test_client().post("/api/todos", json={"title": "Milk"}).status_code == 201
+
+
+def test_csrf_live_validation_with_token(csrf_app: flask.Flask) -> None:
+    client = csrf_app.test_client()
+    token = csrf_token(client)
+    headers = {**HX4, "X-Commands-Validate": "title", "X-CSRFToken": token}
+    response = client.post("/todos/new", data={"title": ""}, headers=headers)
+    assert response.status_code == 200
+    assert "This field is required." in response.text
+
+
+# Fuzz: no input is a 500
+
+
+CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/problem+json",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "multipart/form-data; boundary=xyz",
+    "text/plain",
+    "text/html",
+    "application/xml",
+    "",
+    "garbage",
+]
+KEYS = st.sampled_from(
+    ["text", "number", "ratio", "amount", "flag", "day", "colour", "ref", "owner", "id", "issued_at"]
+) | st.text(max_size=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+FORM_VALUES = st.text(max_size=12) | st.sampled_from(
+    ["1", "-3", "1.5", "1e400", "NaN", "y", "red", "2024-02-30", "2024-01-01", str(uuid.uuid4()), ""]
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> tuple[str, bytes | dict[str, t.Any] | None]:
+    """A body: JSON of a random value, url-encoded pairs, or random bytes."""
+    kind = draw(st.sampled_from(["json", "form", "bytes", "none"]))
+    if kind == "json":
+        value = draw(st.dictionaries(KEYS, JSON_VALUES, max_size=6) | JSON_VALUES)
+        return kind, json.dumps(value).encode()
+    if kind == "form":
+        return kind, draw(st.dictionaries(KEYS, FORM_VALUES, max_size=6))
+    if kind == "bytes":
+        return kind, draw(st.binary(max_size=64))
+    return kind, None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    path=st.sampled_from(["/everything", "/api/todos", "/todos/new"]),
+    method=st.sampled_from(["POST", "PUT", "GET"]),
+    body=bodies(),
+    content_type=st.sampled_from(CONTENT_TYPES),
+    htmx_request=st.booleans(),
+    accept=st.sampled_from(["", "*/*", "application/json", "text/html", "application/problem+json;q=0.5"]),
+    validate=st.none() | KEYS.filter(lambda k: k.isascii() and k.isprintable()),
+)
+def test_fuzz_never_500(
+    path: str,
+    method: str,
+    body: tuple[str, t.Any],
+    content_type: str,
+    htmx_request: bool,
+    accept: str,
+    validate: str | None,
+) -> None:
+    app = _fuzz_app()
+    headers: dict[str, str] = {}
+    if htmx_request:
+        headers.update(HX4)
+    if accept:
+        headers["Accept"] = accept
+    if validate is not None:
+        headers["X-Commands-Validate"] = validate
+    kind, data = body
+    if method == "PUT" and path != "/everything":
+        method = "POST"
+    if kind == "form":
+        response = app.test_client().open(path, method=method, data=data, headers=headers)
+    else:
+        if content_type:
+            headers["Content-Type"] = content_type
+        response = app.test_client().open(path, method=method, data=data or b"", headers=headers)
+    assert response.status_code < 500, response.text
+    if response.status_code in (400, 413, 415) and response.mimetype == "application/problem+json":
+        problem = json.loads(response.text)
+        assert set(problem) <= {"type", "title", "status", "detail", "code", "errors"}
+
+
+_FUZZ_APPS: list[flask.Flask] = []
+
+
+def _fuzz_app() -> flask.Flask:
+    if not _FUZZ_APPS:
+        app = make_app()
+        app.config["MAX_CONTENT_LENGTH"] = 10_000
+        _FUZZ_APPS.append(app)
+    return _FUZZ_APPS[0]
