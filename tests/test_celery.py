@@ -44,13 +44,13 @@ FINAL = ("SUCCESS", "FAILURE", "REJECTED")
 class Worker:
     """A ``celery worker`` process in its own process group, its output collected line by line."""
 
-    def __init__(self, broker_url: str, queue: str, run: str, instance_path: str = "") -> None:
+    def __init__(self, broker_url: str, queue: str, database: str, run: str, instance_path: str = "") -> None:
         self.env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
             "COMMANDS_TEST_BROKER": broker_url,
             "COMMANDS_TEST_QUEUE": queue,
-            "COMMANDS_TEST_DATABASE": jobs.DATABASE,
+            "COMMANDS_TEST_DATABASE": database,
             "COMMANDS_TEST_RUN": run,
             "COMMANDS_TEST_INSTANCE": instance_path,
         }
@@ -170,7 +170,7 @@ def env(request: pytest.FixtureRequest) -> t.Iterator[Env]:
     tables.metadata.create_all(db)
     flask_app = jobs.create_app(broker, queue, database, run)
     celery_app = flask_app.extensions["celery"]
-    worker = Worker(broker, queue, run)
+    worker = Worker(broker, queue, database, run)
     try:
         worker.start()
         yield Env(request.param, flask_app, celery_app, queue, worker, db, tables)
@@ -418,7 +418,7 @@ def test_embedded_broker_runs_job(tmp_path: pathlib.Path) -> None:
     db = sa.create_engine(database)
     tables.metadata.create_all(db)
     flask_app = jobs.create_app("", "default", database, run, instance_path=str(tmp_path))
-    worker = Worker("", "default", run, instance_path=str(tmp_path))
+    worker = Worker("", "default", database, run, instance_path=str(tmp_path))
     try:
         worker.start()
         env = Env("embedded", flask_app, flask_app.extensions["celery"], "default", worker, db, tables)
