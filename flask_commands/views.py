@@ -1,8 +1,8 @@
 """``@command_view``: wire a form post, an HTMX post or a JSON post to a command's handler.
 
 A submission goes through three steps: the HTTP body is parsed (:func:`_read_body`), the command
-is built from it, and :func:`_respond` runs the handler and turns its outcome into a response.
-Parsing and building never run the handler; :func:`_respond` is the one place that does.
+is built from it, and :func:`_idempotent.submit` runs the handler at most once per idempotency
+key, with :func:`_respond` turning its outcome into the response that is stored and replayed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.wsgi import LimitedStream
 
+from . import _idempotent
 from . import htmx
 from .command import Command
 from .command import new_id
@@ -33,6 +34,7 @@ from .errors import Conflict
 from .errors import Rejected
 from .forms import normalise_json
 from .handler import Handler
+from .handler import _Ran
 from .problem import problem
 
 if t.TYPE_CHECKING:
@@ -46,6 +48,9 @@ SUBMIT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 #: The request header of live validation: the name of the field to validate.
 VALIDATE_HEADER = "X-Commands-Validate"
+
+# A form restored from history still holds a consumed id: never replay the old outcome for it.
+_ALREADY_SUBMITTED = "This form was already submitted with other values. Check it and submit again."
 
 #: The template holding the macros, served by the extension's blueprint.
 MACROS_TEMPLATE = "commands/macros.html"
@@ -383,18 +388,21 @@ class _Responder(t.Generic[C, R]):
         return form
 
 
-def _respond(handler: Handler[C, R], cmd: C, responder: _Responder[C, R]) -> flask.Response:
-    """Run ``handler`` on the built ``cmd`` and turn its result, conflict or rejection into a response.
+def _respond(ran: _Ran[R], cmd: C, responder: _Responder[C, R]) -> flask.Response:
+    """Turn a run of the handler (its result, conflict or rejection) into a response."""
+    if isinstance(ran.refusal, Conflict):
+        return responder.conflict(ran.refusal)
+    if isinstance(ran.refusal, Rejected):
+        return responder.rejected(ran.refusal)
+    return responder.success(t.cast(R, ran.result), cmd)
 
-    Any other exception propagates (a fault: 500).
-    """
-    try:
-        result = handler(cmd)
-    except Conflict as e:
-        return responder.conflict(e)
-    except Rejected as e:
-        return responder.rejected(e)
-    return responder.success(result, cmd)
+
+def _mismatch(responder: _Responder[t.Any, t.Any]) -> flask.Response:
+    """422 for a key reused with other values: the form again (a history-restored form), or a problem."""
+    if responder.json:
+        detail = "This idempotency key was already used with another payload."
+        return problem(422, detail=detail, code="idempotency_key_reused")
+    return responder.form_error(_ALREADY_SUBMITTED, code="idempotency_key_reused")
 
 
 def _validate_field(view: _View[t.Any, t.Any], data: Body, name: str, json_caller: bool) -> flask.Response:
@@ -502,12 +510,26 @@ def _dispatch(view: _View[C, R], view_args: dict[str, t.Any]) -> flask.Response:
     field = request.headers.get(VALIDATE_HEADER)
     if field is not None:
         return _validate_field(view, data, field, json_caller)
+    try:
+        header_key = _idempotent.header_key()
+    except _idempotent.BadKey as e:
+        return problem(400, detail=str(e), code="invalid_idempotency_key")
     responder = _Responder(view, view_args, data, json_caller)
     try:
         cmd = view.command.build(data, **values)
     except CommandInvalid as e:
         return responder.invalid(e)
-    return _respond(view.handler, cmd, responder)
+    # Every rendered form carries a fresh hidden id, so a client-supplied id deduplicates a
+    # double submit even without the header.
+    key = header_key if header_key is not None else (str(cmd.id) if data.get("id") else None)
+    return _idempotent.submit(
+        view.handler,
+        cmd,
+        key,
+        respond=lambda ran: _respond(ran, cmd, responder),
+        mismatch=lambda: _mismatch(responder),
+        wait=not json_caller,
+    )
 
 
 def _csrf_error(error: BadRequest) -> ResponseReturnValue:
