@@ -1,0 +1,528 @@
+"""Tests for flask_commands._fastpath: the compiled fast path of build() against the real form.
+
+The differential tests build every input twice, with the fast path and with it switched off
+(``Cmd._plan = None``), and require the same command, the same ``CommandInvalid.errors``, or the
+same exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import decimal
+import enum
+import typing as t
+import uuid
+
+import pytest
+import wtforms
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.datastructures import MultiDict
+from wtforms import validators as v
+
+from flask_commands import Command
+from flask_commands import CommandInvalid
+from flask_commands import field
+from flask_commands import signals
+
+# forms.py still passes SelectField choices as tuples, which WTForms 3.3 deprecates when a form
+# is bound: only the real form warns (the fast path never binds one).
+pytestmark = pytest.mark.filterwarnings("ignore:Passing SelectField choices as tuples:DeprecationWarning")
+
+
+class Color(enum.Enum):
+    RED = "red"
+    DARK_BLUE = "dark-blue"
+
+
+class Priority(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Todo(Command):
+    """Strings, integers, booleans and UUIDs: required, optional and defaulted."""
+
+    title: str = field(validators=[v.InputRequired(), v.Length(max=20)])
+    note: str | None = field(default=None, validators=[v.Length(min=2, max=10)])
+    order: int | None = None
+    count: int = field(default=1, validators=[v.NumberRange(min=0, max=100)])
+    completed: bool = False
+    owner: uuid.UUID
+    ref: uuid.UUID | None = None
+
+
+class Kinds(Command):
+    """Floats, decimals, dates, datetimes, enums and Literals."""
+
+    ratio: float | None = field(default=None, validators=[v.NumberRange(min=0.0, max=1.0)])
+    weight: float = 1.5
+    amount: decimal.Decimal = field(default=decimal.Decimal("0"), validators=[v.NumberRange(min=0)])
+    due: datetime.date | None = None
+    at: datetime.datetime | None = None
+    color: Color
+    priority: Priority = Priority.LOW
+    size: t.Literal["s", "m", "l"] = "m"
+    flag: bool | None = None
+    shade: Color | None = None
+
+
+_UUID = "12345678-1234-5678-1234-567812345678"
+
+
+class Chains(Command):
+    """The other validators, unusual chains, factories and a trusted field."""
+
+    name: str = field(validators=[v.DataRequired()])
+    code: str = field(default="", validators=[v.Regexp(r"[a-c]*\Z")])
+    pick: str = field(default="a", validators=[v.AnyOf(["a", "b"])])
+    ban: str | None = field(default=None, validators=[v.NoneOf(["x", "y"])])
+    raw: str | None = field(default=None, validators=[v.Optional(strip_whitespace=False), v.Length(max=3)])
+    label: str = field(default="x", validators=[v.InputRequired()])
+    late: str = field(default="", validators=[v.Length(min=2), v.Optional()])
+    tag: str = field(default_factory=lambda: "t", validators=[v.Length(max=5)])
+    tone: Color = field(default_factory=lambda: Color.RED)
+    nid: uuid.UUID = field(default_factory=lambda: uuid.UUID(_UUID))  # not random: compared
+    level: int = field(default=1, validators=[v.DataRequired(), v.NumberRange(max=9)])
+    actor: int = field(trusted=True)
+
+
+_STRINGS = [
+    *("", " ", "  ", "\t", "\u3000", "\x1c", "\xa0", "\n", "é", "😀"),
+    *("0", "1", "-1", "7", "100", "101", " 12 ", "+3", "1_000", "١٢", "0x1f", "1.5", "0.25", "1e3"),
+    *("nan", "NaN", "inf", "-inf", "sNaN", "1.0", "-0", "1" * 30),
+    *("y", "false", "False", "true", "on", "red", "dark-blue", "RED", "1", "2", "s", "m", "l"),
+    *("a", "b", "c", "ab", "abc", "abcd", "x", "y", "xy", "d", "abc\n"),
+    *("2020-01-01", "2020-1-1", "2020-02-29", "2021-02-29", "2020-02-30", "0000-01-01", "9999-12-31"),
+    *("2020-01-01 10:00", "2020-01-01T10:00:59", "2020-01-01t10:00", "2020-01-01  10:00"),
+    *("2020-01-01 24:00", "2020-01-01 23:59:60", "2020-01-01 10:60", "2020-01-01 10:00:00.5"),
+    *("٢٠٢٠-01-01", "2020-01-01 10:00 ", " 2020-01-01"),
+    *(_UUID, _UUID.upper(), "{" + _UUID + "}", "urn:uuid:" + _UUID, _UUID.replace("-", "")),
+    *(" " + _UUID, _UUID + " ", "0x" + _UUID.replace("-", "")[2:], "1_" + _UUID.replace("-", "")[2:]),
+    *(_UUID[:-1], _UUID + "0", "+" + _UUID.replace("-", "")[1:], _UUID.replace("-", "_")),
+]
+_texts = st.one_of(
+    st.sampled_from(_STRINGS),
+    st.text(max_size=8),
+    st.text(alphabet="ab \t", min_size=18, max_size=23),  # around Length(max=20)
+)
+_json_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=120),
+    st.integers(),
+    st.sampled_from([2**53, -(2**53), 2**53 - 1, 10**30, 10**5000]),  # 10**5000 has no str()
+    st.floats(allow_nan=False),
+    st.sampled_from([0.5, 1.0, 2.0, -0.0, 1e16, float("inf")]),
+    _texts,
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)
+
+
+# Valid inputs, so that the differential tests do not only compare errors.
+_VALID_JSON: list[tuple[type[Command], dict[str, t.Any], dict[str, t.Any]]] = [
+    (Todo, {"title": "Milk", "owner": _UUID}, {}),
+    (Todo, {"title": "Milk", "owner": _UUID, "order": 3, "completed": True, "id": _UUID}, {}),
+    (
+        Todo,
+        {"title": "Milk", "note": "", "order": None, "count": "7", "owner": _UUID.upper(), "ref": _UUID},
+        {},
+    ),
+    (Todo, {"title": 12, "owner": "{" + _UUID + "}", "id": ""}, {}),
+    (Kinds, {"color": "red"}, {}),
+    (Kinds, {"color": "dark-blue", "ratio": 0.5, "weight": 2, "amount": "1.25", "due": "2020-02-29"}, {}),
+    (Kinds, {"color": "red", "at": "2020-01-01T10:00", "priority": 2, "size": "l", "flag": False}, {}),
+    (Kinds, {"color": "red", "ratio": 1, "amount": 3, "shade": "red", "at": "2020-01-01 10:00:59"}, {}),
+    (Chains, {"name": "n", "label": "l"}, {"actor": 1}),
+    (
+        Chains,
+        {
+            "name": "n",
+            "label": "l",
+            "code": "abc",
+            "pick": "b",
+            "ban": "z",
+            "raw": " ",
+            "late": "",
+            "level": 3,
+        },
+        {"actor": 1},
+    ),
+]
+_VALID_FORMS: list[tuple[type[Command], MultiDict[str, str], dict[str, t.Any]]] = [
+    (Todo, MultiDict({"title": "Milk", "owner": _UUID}), {}),
+    (
+        Todo,
+        MultiDict(
+            [("title", "Milk"), ("title", ""), ("owner", _UUID), ("order", ""), ("note", ""), ("id", "")]
+        ),
+        {},
+    ),
+    (Todo, MultiDict({"title": " ", "owner": _UUID, "order": " 12 ", "completed": "y", "count": "+3"}), {}),
+    (Kinds, MultiDict({"color": "red", "ratio": "", "due": "", "at": "", "shade": "", "flag": "y"}), {}),
+    (
+        Kinds,
+        MultiDict({"color": "red", "ratio": "1e-1", "weight": " 2 ", "amount": "0.10", "due": "2020-01-01"}),
+        {},
+    ),
+    (
+        Chains,
+        MultiDict({"name": "n", "label": " ", "tone": "dark-blue", "nid": _UUID, "level": "9"}),
+        {"actor": 1},
+    ),
+]
+
+
+def _keys(cls: type[Command]) -> list[str]:
+    """The names an input may carry: the fields, ``id``, and an unknown one."""
+    return [info.name for info in cls._fields] + ["id", "issued_at", "unknown"]
+
+
+def _json_inputs(cls: type[Command]) -> st.SearchStrategy[dict[str, t.Any]]:
+    """Decoded JSON objects: valid ones with a few keys changed or dropped, and random ones."""
+    keys = st.sampled_from(_keys(cls))
+    valid = [data for owner, data, _ in _VALID_JSON if owner is cls]
+    changed = st.builds(
+        lambda base, changes, dropped: {k: v for k, v in {**base, **changes}.items() if k not in dropped},
+        st.sampled_from(valid),
+        st.dictionaries(keys, _json_values, max_size=2),
+        st.sets(keys, max_size=1),
+    )
+    return st.one_of(changed, st.dictionaries(keys, _json_values, max_size=len(_keys(cls))))
+
+
+def _form_inputs(cls: type[Command]) -> st.SearchStrategy[MultiDict[str, str]]:
+    """Form posts (string values, keys possibly repeated): valid ones changed, and random ones."""
+    pairs = st.lists(st.tuples(st.sampled_from(_keys(cls)), _texts), max_size=3)
+    valid = [list(data.items(multi=True)) for owner, data, _ in _VALID_FORMS if owner is cls]
+    changed = st.builds(
+        # Values put first win (WTForms reads the first); values put last are ignored but dates.
+        lambda base, first, last, dropped: [*first, *(p for p in base if p[0] != dropped), *last],
+        st.sampled_from(valid),
+        pairs,
+        pairs,
+        st.sampled_from(_keys(cls)),
+    )
+    return st.one_of(changed, st.lists(st.tuples(st.sampled_from(_keys(cls)), _texts), max_size=12)).map(
+        MultiDict
+    )
+
+
+@contextlib.contextmanager
+def _slow_path(cls: type[Command]) -> t.Iterator[None]:
+    """Switch the fast path of ``cls`` off: every build goes through the real form."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cls, "_plan", None)
+        yield
+
+
+def _outcome(cls: type[Command], data: t.Any, **trusted: t.Any) -> tuple[t.Any, ...]:
+    """What ``cls.build(data)`` did: the command's fields (typed), its errors, or the exception."""
+    try:
+        command = cls.build(data, **trusted)
+    except CommandInvalid as e:
+        return ("invalid", e.errors)
+    except Exception as e:  # the real path's own failures must be reproduced, not hidden
+        return ("raised", type(e), str(e))
+    ident = data.get("id")
+    # repr() tells 1 from 1.0 and True, and nan equals nan.
+    values = [
+        (info.name, type(getattr(command, info.name)), repr(getattr(command, info.name)))
+        for info in cls._fields
+    ]
+    return ("ok", values, command.id if isinstance(ident, str) and ident else None)
+
+
+def _assert_same(cls: type[Command], data: t.Any, **trusted: t.Any) -> None:
+    """The fast path and the real form give the same outcome for ``data``."""
+    assert cls._plan is not None
+    fast = _outcome(cls, data, **trusted)
+    with _slow_path(cls):
+        slow = _outcome(cls, data, **trusted)
+    assert fast == slow
+
+
+_differential = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_differential
+@given(_json_inputs(Todo))
+def test_todo_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_same(Todo, data)
+
+
+@_differential
+@given(_form_inputs(Todo))
+def test_todo_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_same(Todo, data)
+
+
+@_differential
+@given(_json_inputs(Kinds))
+def test_kinds_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_same(Kinds, data)
+
+
+@_differential
+@given(_form_inputs(Kinds))
+def test_kinds_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_same(Kinds, data)
+
+
+@_differential
+@given(_json_inputs(Chains))
+def test_chains_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_same(Chains, data, actor=7)
+
+
+@_differential
+@given(_form_inputs(Chains))
+def test_chains_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_same(Chains, data, actor=7)
+
+
+@pytest.mark.parametrize(("cls", "data", "trusted"), [*_VALID_JSON, *_VALID_FORMS])
+def test_plan_takes_valid_input(cls: type[Command], data: t.Any, trusted: dict[str, t.Any]) -> None:
+    assert cls._plan is not None
+    assert cls._plan(data) is not None
+    _assert_same(cls, data, **trusted)
+
+
+def test_plan_values_typed() -> None:
+    data = {"title": "Milk", "note": "", "order": 3, "completed": True, "owner": _UUID, "id": _UUID}
+    assert Todo._plan is not None
+    assert Todo._plan(data) == {
+        "title": "Milk",
+        "note": None,
+        "order": 3,
+        "count": 1,
+        "completed": True,
+        "owner": uuid.UUID(_UUID),
+        "ref": None,
+        "id": uuid.UUID(_UUID),
+    }
+
+
+def test_plan_id_none_when_absent() -> None:
+    assert Todo._plan is not None
+    values = Todo._plan(ImmutableMultiDict({"title": "Milk", "owner": _UUID}))
+    assert values is not None
+    assert values["id"] is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"title": "", "owner": _UUID},  # invalid: the real form words the error
+        {"title": "Milk", "owner": "nope"},
+        {"title": ["Milk"], "owner": _UUID},  # a JSON type error
+        {"title": "Milk", "owner": _UUID, "id": "  "},  # unusual: the real path decides
+        {"title": "Milk", "owner": _UUID, "order": 10**5000},
+    ],
+)
+def test_plan_none_for_invalid_or_unusual_input(data: dict[str, t.Any]) -> None:
+    assert Todo._plan is not None
+    assert Todo._plan(data) is None
+
+
+def test_plan_none_for_other_mappings() -> None:
+    assert Todo._plan is not None
+    assert Todo._plan(t.cast(t.Any, _Mapping({"title": "Milk", "owner": _UUID}))) is None
+
+
+class _Mapping(t.Mapping[str, t.Any]):
+    def __init__(self, data: dict[str, t.Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> t.Any:
+        return self._data[key]
+
+    def __iter__(self) -> t.Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def test_build_fast_path_builds_no_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_form(*args: t.Any, **kwargs: t.Any) -> t.NoReturn:
+        raise AssertionError("the real form was built")
+
+    monkeypatch.setattr(Todo, "Form", no_form)
+    command = Todo.build({"title": "Milk", "owner": _UUID, "id": _UUID})
+    assert command.title == "Milk"
+    assert command.id == uuid.UUID(_UUID)
+    assert command.issued_at.tzinfo is datetime.UTC
+
+
+def test_build_fast_path_new_id_when_absent() -> None:
+    first = Todo.build({"title": "Milk", "owner": _UUID})
+    second = Todo.build(MultiDict({"title": "Milk", "owner": _UUID, "id": ""}))
+    assert first.id.version == 4
+    assert first.id != second.id
+
+
+def test_build_invalid_falls_back_to_form() -> None:
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build({"title": "", "owner": _UUID})
+    assert excinfo.value.errors == {"title": ["This field is required."]}
+    assert isinstance(excinfo.value.form, Todo.Form)
+
+
+def test_plan_direct_for_plain_dataclass() -> None:
+    assert Todo._plan is not None
+    assert Todo._plan.direct
+
+
+class _Ordered(Command):
+    """A rule across fields, in __post_init__: build must not skip it."""
+
+    low: int = 0
+    high: int = 0
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ValueError("low is above high")
+
+
+def test_plan_not_direct_with_post_init() -> None:
+    assert _Ordered._plan is not None
+    assert not _Ordered._plan.direct
+
+
+@pytest.mark.parametrize("data", [{"low": 2, "high": 1}, MultiDict({"low": "2", "high": "1"})])
+def test_build_runs_post_init(data: t.Any) -> None:
+    with pytest.raises(ValueError, match="low is above high"):
+        _Ordered.build(data)
+    _assert_same(_Ordered, data)
+
+
+# --- classes the plan does not model -----------------------------------------------------------
+
+
+def _check_nothing(form: wtforms.Form, field: wtforms.Field) -> None:
+    """A custom validator: the plan cannot know what it does."""
+
+
+class _StrictLength(v.Length):  # type: ignore[misc]  # WTForms is untyped
+    """A subclass may change __call__."""
+
+
+def test_compile_none_for_unknown_validator() -> None:
+    class WithEmail(Command):
+        email: str = field(validators=[v.Email()])
+
+    assert WithEmail._plan is None
+
+
+def test_compile_none_for_custom_validator() -> None:
+    class WithCustom(Command):
+        title: str = field(validators=[_check_nothing])
+
+    assert WithCustom._plan is None
+
+
+def test_compile_none_for_validator_subclass() -> None:
+    class WithSubclass(Command):
+        title: str = field(validators=[_StrictLength(max=3)])
+
+    assert WithSubclass._plan is None
+
+
+def test_compile_none_for_custom_form_field() -> None:
+    class WithFormField(Command):
+        title: str = field(form_field=wtforms.TextAreaField())
+
+    assert WithFormField._plan is None
+
+
+def test_compile_none_for_length_on_number() -> None:
+    class LengthOnInt(Command):
+        count: int = field(validators=[v.Length(max=3)])
+
+    assert LengthOnInt._plan is None
+
+
+def test_compile_none_for_dynamic_bounds() -> None:
+    class Dynamic(Command):
+        count: int = field(validators=[v.NumberRange(max=lambda: 3)])
+
+    assert Dynamic._plan is None
+
+
+def test_compile_none_builds_with_form() -> None:
+    class WithCustom(Command):
+        title: str = field(validators=[_check_nothing])
+
+    assert WithCustom.build({"title": "Milk"}).title == "Milk"
+
+
+# --- trusted values and signals: the same on both paths -----------------------------------------
+
+
+@pytest.fixture(params=["fast", "slow"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the fast path and on the real form."""
+    if request.param == "slow":
+        monkeypatch.setattr(Chains, "_plan", None)
+    return t.cast(str, request.param)
+
+
+@pytest.fixture
+def sent() -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
+    """The build signals sent during the test, as ``(name, kwargs)``."""
+    records: list[tuple[str, dict[str, t.Any]]] = []
+
+    def started(sender: t.Any, **kwargs: t.Any) -> None:
+        records.append(("build_started", kwargs))
+
+    def finished(sender: t.Any, **kwargs: t.Any) -> None:
+        records.append(("build_finished", kwargs))
+
+    signals.build_started.connect(started, sender=Chains)
+    signals.build_finished.connect(finished, sender=Chains)
+    yield records
+    signals.build_started.disconnect(started)
+    signals.build_finished.disconnect(finished)
+
+
+def test_build_trusted_missing_raises_before_signals(path: str, sent: list[t.Any]) -> None:
+    with pytest.raises(TypeError) as excinfo:
+        Chains.build({"name": "n", "label": "l"})
+    assert excinfo.value.args == (
+        "Chains.build() needs the trusted value 'actor'; pass it as a keyword argument, e.g."
+        " build(data, actor=...).",
+    )
+    assert sent == []
+
+
+def test_build_trusted_unknown_raises_before_signals(path: str, sent: list[t.Any]) -> None:
+    with pytest.raises(TypeError) as excinfo:
+        Chains.build({"name": "n", "label": "l"}, actor=1, owner=2)
+    assert excinfo.value.args == (
+        "Chains has no trusted field 'owner'; trusted values are only for fields declared with"
+        " field(trusted=True).",
+    )
+    assert sent == []
+
+
+def test_build_signals_on_success(path: str, sent: list[tuple[str, dict[str, t.Any]]]) -> None:
+    data = {"name": "n", "label": "l"}
+    command = Chains.build(data, actor=1)
+    assert command.actor == 1
+    assert [name for name, _ in sent] == ["build_started", "build_finished"]
+    assert sent[0][1] == {"data": data}
+    assert sent[1][1]["command"] is command
+    assert sent[1][1]["duration"] >= 0
+
+
+def test_build_signals_on_errors(path: str, sent: list[tuple[str, dict[str, t.Any]]]) -> None:
+    with pytest.raises(CommandInvalid):
+        Chains.build({"name": " ", "label": "l"}, actor=1)
+    assert [name for name, _ in sent] == ["build_started", "build_finished"]
+    assert sent[1][1]["errors"] == {"name": ["This field is required."]}
