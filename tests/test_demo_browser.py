@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import typing as t
 
 import flask
@@ -38,8 +39,8 @@ if t.TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
     from playwright.sync_api import Page
 
-# How long to wait for a swap; generous, a loaded CI machine is slow.
-TIMEOUT = 5_000
+# How long to wait for a swap: generous, a loaded CI machine is slow.
+TIMEOUT = 10_000
 # How long the worker may take to start and run the job.
 WORKER_TIMEOUT = 30_000
 SCREENSHOT = ROOT / "docs" / "demo-screenshot.png"
@@ -50,6 +51,8 @@ class Served:
 
     def __init__(self, app: WSGIApplication) -> None:
         self.requests: list[tuple[str, str]] = []
+        #: Seconds each live-validation request is held, to widen the window a user types into.
+        self.validation_delay = 0.0
         self._app = app
         self._httpd = make_server("127.0.0.1", 0, self._record, threaded=True)
         self.url = f"http://127.0.0.1:{self._httpd.server_port}"
@@ -58,6 +61,8 @@ class Served:
 
     def _record(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
         self.requests.append((environ["REQUEST_METHOD"], environ["PATH_INFO"]))
+        if self.validation_delay and "HTTP_X_COMMANDS_VALIDATE" in environ:
+            time.sleep(self.validation_delay)
         return self._app(environ, start_response)
 
     def close(self) -> None:
@@ -178,6 +183,25 @@ def test_live_validation_while_typing(page: Page) -> None:
     assert page.input_value("#title") == "Bread"
     assert page.evaluate("document.activeElement.id") == "title"
     assert page.locator(".todo").count() == 0
+
+
+def is_validation(message: t.Any) -> bool:
+    """Whether a Playwright request or response is a live-validation request's."""
+    request = getattr(message, "request", message)
+    return "x-commands-validate" in request.headers
+
+
+def test_live_validation_keeps_what_is_typed_meanwhile(page: Page, demo: Demo) -> None:
+    demo.served.validation_delay = 0.5
+    page.click("#title")
+    with page.expect_response(is_validation):
+        with page.expect_request(is_validation):
+            page.keyboard.type("ab")
+        page.keyboard.type("cd")  # while the server still validates "ab"
+    with page.expect_response(is_validation):  # the validation of "abcd"; "ab" was swapped in by now
+        pass
+    assert page.input_value("#title") == "abcd"
+    assert page.evaluate("[document.activeElement.id, document.activeElement.selectionStart]") == ["title", 4]
 
 
 def test_inline_edit(page: Page) -> None:
