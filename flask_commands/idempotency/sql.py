@@ -2,10 +2,10 @@
 
 Every state change is one atomic statement, never a check followed by a write:
 
-- claim: ``INSERT … ON CONFLICT (key) DO UPDATE … WHERE expires_at <= now RETURNING key``
-  (PostgreSQL, SQLite) inserts a new key or takes over an expired one; MariaDB/MySQL use
-  ``INSERT IGNORE`` and then a conditional ``UPDATE … WHERE expires_at <= now``. Only when neither
-  took the key is the row read, to tell a duplicate why. A new key costs one statement.
+- claim: ``INSERT … ON CONFLICT DO NOTHING RETURNING key`` (PostgreSQL, SQLite; ``INSERT IGNORE``
+  on MariaDB/MySQL) takes a new key in one statement. Otherwise the row is read to tell the
+  duplicate why, and an expired row is taken over by ``UPDATE … WHERE key = ? AND expires_at <=
+  now``, which only one claimant can win.
 - complete: ``UPDATE … WHERE key = ? AND token = ? AND outcome IS NULL``, on the handler's own
   connection when given, so it commits or rolls back with the handler's writes.
 
@@ -54,7 +54,9 @@ if t.TYPE_CHECKING:
 
 _DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
-# A claim retries only when the row it lost to vanished or expired before it could be read.
+_LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
+# A claim retries only when the row it lost to vanished, or was taken over by another claimant,
+# between two of its statements.
 _CLAIM_ATTEMPTS = 4
 
 
@@ -178,15 +180,19 @@ class SQLAlchemyStore:
             for _ in range(_CLAIM_ATTEMPTS):
                 now = self._clock()
                 token = secrets.token_hex(16)
-                params = {"k": key, "fp": fingerprint, "tok": token, "exp": now + lease, "now": now}
-                if statements.take(conn, params):
+                params = {"k": key, "fp": fingerprint, "tok": token, "exp": now + lease}
+                if statements.insert_new(conn, params):
                     return Acquired(token)
-                row = conn.execute(statements.select, {"k": key}).first()
+                row = conn.execute(statements.select, params).first()
                 if row is None:
-                    continue  # released or purged since our statement: claim again
-                decision = _decide(_record(key, row), row.expires_at, fingerprint, self._clock())
+                    continue  # released or purged since our insert: claim again
+                now = self._clock()
+                decision = _decide(_record(key, row), row.expires_at, fingerprint, now)
                 if decision is not None:
                     return decision
+                params.update(now=now, exp=now + lease)
+                if conn.execute(statements.take_over, params).rowcount == 1:
+                    return Acquired(token)
         # The row kept vanishing or expiring under us; the caller may retry at once.
         return InProgress(retry_after=0.0)
 
@@ -309,31 +315,24 @@ class _Statements:
         }
         cleared = {"outcome": None, "status": None, "headers": None, "body": None}
         claimable = c.expires_at <= sa.bindparam("now")
-        self.upsert: sa.Executable | None = None
+        # A new key: one statement that inserts or does nothing. ON CONFLICT DO NOTHING neither
+        # locks nor writes the existing row, so a duplicate's claim stays a read. Psycopg 3 may
+        # report rowcount -1 for it, hence RETURNING.
+        self.insert: sa.Insert
         if dialect in ("postgresql", "sqlite"):
-            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(row)
-            excluded = insert.excluded
-            # One statement inserts a new key or takes over an expired one. PostgreSQL locks the
-            # conflicting row and re-checks WHERE on its latest version, so two claimants of an
-            # expired row cannot both win. Psycopg 3 may report rowcount -1 here: use RETURNING.
-            self.upsert = insert.on_conflict_do_update(
-                index_elements=[c.key],
-                set_={
-                    "fingerprint": excluded.fingerprint,
-                    "token": excluded.token,
-                    "expires_at": excluded.expires_at,
-                    **cleared,
-                },
-                where=claimable,
-            ).returning(c.key)
-        # MariaDB/MySQL have no conditional upsert: INSERT IGNORE takes a new key (it would also
-        # turn data errors into warnings, which is why keys and fingerprints are checked first),
-        # then a conditional UPDATE takes over an expired one.
-        self.insert_ignore = sa.insert(table).prefix_with("IGNORE").values(row)
-        self.insert_ignore_returning = self.insert_ignore.returning(c.key)
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            self.insert = insert(table).values(row).on_conflict_do_nothing()
+        else:
+            # INSERT IGNORE would also turn data errors into warnings: keys and fingerprints are
+            # checked first.
+            self.insert = sa.insert(table).prefix_with("IGNORE").values(row)
+        self.insert_returning = self.insert.returning(c.key)
+        # An expired key: the UPDATE re-checks expiry on the row's latest committed version
+        # (PostgreSQL and InnoDB wait for a writer's lock, then re-read), so of two claimants of
+        # one expired row only one updates it.
         self.take_over = (
             sa.update(table)
-            .where(c.key == sa.bindparam("k"), claimable)
+            .where(by_key, claimable)
             .values(
                 fingerprint=sa.bindparam("fp"),
                 token=sa.bindparam("tok"),
@@ -357,15 +356,12 @@ class _Statements:
         self.release = sa.delete(table).where(*running_claim)
         self.purge = sa.delete(table).where(claimable)
 
-    def take(self, conn: sa.Connection, params: dict[str, t.Any]) -> bool:
-        """Insert the key or take over its expired record; return whether the claim is ours."""
-        if self.upsert is not None:
-            return conn.execute(self.upsert, params).first() is not None
-        if conn.dialect.insert_returning:  # MariaDB 10.5+
-            inserted = conn.execute(self.insert_ignore_returning, params).first() is not None
-        else:  # MySQL
-            inserted = conn.execute(self.insert_ignore, params).rowcount == 1
-        return inserted or conn.execute(self.take_over, params).rowcount == 1
+    def insert_new(self, conn: sa.Connection, params: dict[str, t.Any]) -> bool:
+        """Insert the key unless it exists; return whether it was inserted."""
+        if conn.dialect.insert_returning:
+            return conn.execute(self.insert_returning, params).first() is not None
+        # MySQL (unlike MariaDB 10.5+) has no RETURNING; INSERT IGNORE's rowcount is exact.
+        return conn.execute(self.insert, params).rowcount == 1
 
 
 def _record(key: str, row: sa.Row[*tuple[t.Any, ...]]) -> Record:
@@ -387,9 +383,15 @@ def _response_params(response: StoredResponse) -> dict[str, t.Any]:
 def _create_engine(url: sa.URL) -> sa.Engine:
     connect_args: dict[str, t.Any] = {}
     backend = url.get_backend_name()
-    if backend == "postgresql" and "connect_timeout" not in url.query:
-        # libpq waits for the operating system's TCP timeout (minutes) by default.
-        connect_args["connect_timeout"] = 10
+    if backend == "postgresql" and url.get_driver_name() in _LIBPQ_DRIVERS:
+        if "connect_timeout" not in url.query:
+            # libpq waits for the operating system's TCP timeout (minutes) by default.
+            connect_args["connect_timeout"] = 10
+        if "options" not in url.query:
+            # The store's own commits need not wait for the disk: PostgreSQL writes one log in
+            # order, so the handler's commit flushes every claim made before it. A crash can only
+            # forget a claim whose handler never committed, and its retry then runs, as it should.
+            connect_args["options"] = "-c synchronous_commit=off"
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
     if backend == "sqlite" and url.database not in (None, "", ":memory:"):
         sa.event.listen(engine, "connect", _sqlite_wal)
@@ -398,9 +400,13 @@ def _create_engine(url: sa.URL) -> sa.Engine:
 
 def _sqlite_wal(dbapi_connection: t.Any, connection_record: t.Any) -> None:
     # WAL lets readers go on while a handler's transaction writes; the mode persists in the file.
+    # synchronous=NORMAL skips the fsync at the store's own commits, for the same reason as
+    # PostgreSQL's synchronous_commit=off: the WAL is one file, and a handler's (FULL) commit
+    # syncs it up to and including every earlier claim.
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
 
