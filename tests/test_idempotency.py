@@ -754,12 +754,12 @@ def _race_and_check(
         store.table.drop(db, checkfirst=True)
 
 
-def test_race_processes_one_key(racers: _race.Racers, db_url: str, db: sa.Engine, side: sa.Table) -> None:
+def test_race_processes_one_key(db_url: str, db: sa.Engine, side: sa.Table, racers: _race.Racers) -> None:
     """64 processes claim one key at once: the handler's side effect happens exactly once."""
     _race_and_check(racers, db_url, db, side, [("only",)] * racers.size)
 
 
-def test_race_processes_many_keys(racers: _race.Racers, db_url: str, db: sa.Engine, side: sa.Table) -> None:
+def test_race_processes_many_keys(db_url: str, db: sa.Engine, side: sa.Table, racers: _race.Racers) -> None:
     """16 keys, each claimed by 8 of the 64 processes: each side effect happens exactly once."""
     keys = [f"key-{i}" for i in range(16)]
     _race_and_check(
