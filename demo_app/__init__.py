@@ -23,6 +23,7 @@ from .api import api
 from .api import register_error_handlers
 from .models import db
 from .views import board
+from .views import idempotency_scope
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 _SECRET_KEY_FILE = "secret-key"
@@ -45,6 +46,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     app.config.from_mapping(
         # A board left open all day keeps working: the token lives as long as the session.
         WTF_CSRF_TIME_LIMIT=None,
+        COMMANDS_IDEMPOTENCY_SCOPE=idempotency_scope,
         CELERY={"task_ignore_result": True},
     )
     app.config.from_prefixed_env()

@@ -23,6 +23,7 @@ from flask import flash
 from flask import make_response
 from flask import redirect
 from flask import render_template
+from flask import request
 from flask import session
 from flask import url_for
 from jinja2_fragments.flask import render_block
@@ -70,6 +71,16 @@ def visitor() -> str:
         name = f"guest-{secrets.token_hex(2)}"
         session[_VISITOR] = name
     return name
+
+
+def idempotency_scope() -> str:
+    """``COMMANDS_IDEMPOTENCY_SCOPE``: a board visitor's keys are theirs alone; API clients share one scope.
+
+    So a visitor can never be answered with another visitor's stored response, whatever key is sent.
+    """
+    if request.blueprint == board.name:
+        return f"board:{visitor()}"
+    return "api"
 
 
 def _trusted(**view_args: t.Any) -> dict[str, t.Any]:

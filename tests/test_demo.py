@@ -12,6 +12,7 @@ import uuid
 import flask
 import pytest
 import sqlalchemy as sa
+from conftest import require_service
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -34,11 +35,6 @@ from demo_app.models import db  # noqa: E402
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
 STALE = "This todo was changed elsewhere."
-# TEMPORARY: command_view does not run handlers under the idempotency store yet (the HTTP layer is
-# on its way); strict, so these fail as soon as it lands and the marker must be removed.
-needs_http_idempotency = pytest.mark.xfail(
-    strict=True, reason="command_view does not use the idempotency store yet"
-)
 
 
 @pytest.fixture
@@ -369,13 +365,31 @@ def test_board_job_status_of_unknown_job_is_404(web: Browser) -> None:
     assert web.get("/jobs/nope", htmx=True).status_code == 404
 
 
-@needs_http_idempotency
 def test_board_double_submit_of_one_form_adds_one_todo(web: Browser, demo: flask.Flask) -> None:
     form = {"title": "Milk", "id": str(uuid.uuid4())}
     first = web.post("/items", form)
     second = web.post("/items", form)
     assert (first.status_code, second.status_code) == (303, 303)
     assert len(todos(demo)) == 1
+
+
+def test_board_form_resubmitted_with_other_values_asks_to_check_it(web: Browser, demo: flask.Flask) -> None:
+    # A form restored from the browser's history still holds the id of its first submission.
+    form_id = str(uuid.uuid4())
+    web.post("/items", {"title": "Milk", "id": form_id})
+    response = web.post("/items", {"title": "Eggs", "id": form_id}, htmx=True)
+    assert response.status_code == 422
+    assert "This form was already submitted with other values. Check it and submit again." in response.text
+    assert 'value="Eggs"' in response.text
+    assert form_id not in response.text
+    assert [todo.title for todo in todos(demo)] == ["Milk"]
+
+
+def test_board_keys_are_scoped_by_visitor(demo: flask.Flask) -> None:
+    form = {"title": "Milk", "id": str(uuid.uuid4())}
+    for _ in range(2):
+        assert Browser(demo.test_client()).post("/items", form).status_code == 303
+    assert [todo.title for todo in todos(demo)] == ["Milk", "Milk"]
 
 
 # The activity log
@@ -602,7 +616,15 @@ def test_api_no_cors_on_the_board(web: Browser) -> None:
     assert "Access-Control-Allow-Origin" not in web.get("/").headers
 
 
-@needs_http_idempotency
+def test_api_idempotency_key_with_another_payload_is_422(api: FlaskClient, demo: flask.Flask) -> None:
+    headers = {"Idempotency-Key": "order-milk-1"}
+    api.post("/todos", json={"title": "Milk"}, headers=headers)
+    response = api.post("/todos", json={"title": "Eggs"}, headers=headers)
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert len(todos(demo)) == 1
+
+
 def test_api_idempotency_key_replays_the_first_response(api: FlaskClient, demo: flask.Flask) -> None:
     headers = {"Idempotency-Key": "order-milk-1"}
     first = api.post("/todos", json={"title": "Milk"}, headers=headers)
@@ -611,3 +633,43 @@ def test_api_idempotency_key_replays_the_first_response(api: FlaskClient, demo: 
     assert json.loads(second.data) == json.loads(first.data)
     assert second.headers["Idempotent-Replayed"] == "true"
     assert len(todos(demo)) == 1
+
+
+def test_demo_on_postgresql() -> None:
+    """``FLASK_SQLALCHEMY_DATABASE_URI=postgresql+psycopg://…`` moves the demo, its store included."""
+    server = require_service("postgresql")
+    import psycopg
+
+    name = f"demo_{uuid.uuid4().hex[:12]}"
+    admin = server.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    try:
+        url = server.rsplit("/", 1)[0] + "/" + name
+        app = create_app(
+            {"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "CELERY": {"broker_url": "memory://"}}
+        )
+        assert app.config["COMMANDS_IDEMPOTENCY_STORE"] == url
+        client = app.test_client()
+        headers = {"Idempotency-Key": "pg-1"}
+        todo = add(client, "Milk", order=1)
+        assert client.post("/todos", json={"title": "Eggs"}, headers=headers).status_code == 201
+        assert (
+            client.post("/todos", json={"title": "Eggs"}, headers=headers).headers["Idempotent-Replayed"]
+            == "true"
+        )
+        client.patch(todo["url"], json={"title": "Oat milk", "completed": True})
+        assert client.patch(todo["url"], json={"title": "Soy", "version": 1}).status_code == 409
+        assert titles(client) == ["Oat milk", "Eggs"]
+        assert [kind for kind, _, _ in activity(app)] == [
+            "TodoAdded",
+            "TodoAdded",
+            "TitleChanged",
+            "TodoCompleted",
+        ]
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE {name} WITH (FORCE)")
