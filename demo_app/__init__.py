@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import secrets
+import time
 import typing as t
 
 import sqlalchemy as sa
@@ -75,10 +76,27 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     app.register_blueprint(api)
     register_error_handlers(app)
     activity.init_app(app)
-    with app.app_context():
-        db.create_all()
-        commands.create_tables(app)
+    _create_tables(app, commands)
     return app
+
+
+def _create_tables(app: Flask, commands: Commands, attempts: int = 5) -> None:
+    """Create the missing tables: the demo's and the idempotency store's.
+
+    Several processes may start at once (``gunicorn -w 4`` loads the app in every worker): each
+    checks for a table and then creates it, so all but one can fail with "already exists". A
+    failed attempt is tried again, and by then the tables are there.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with app.app_context():
+                db.create_all()
+                commands.create_tables(app)
+            return
+        except sa.exc.DBAPIError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.1 * attempt)
 
 
 def _instance_secret_key(instance_path: str) -> str:
