@@ -31,7 +31,6 @@ import sqlalchemy.exc
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.compiler import compiles
 
 from .store import _KEY_MAX_LENGTH
 from .store import Acquired
@@ -49,9 +48,6 @@ from .store import _datetime
 from .store import _decide
 from .store import _timestamp
 
-if t.TYPE_CHECKING:
-    from sqlalchemy.sql.compiler import TypeCompiler
-
 _DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
@@ -60,27 +56,18 @@ _LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg2cffi")
 _CLAIM_ATTEMPTS = 4
 
 
-class _Key(sa.String):
-    """The key column: compared byte for byte on every dialect."""
-
-    cache_ok = True
-
-
-@compiles(_Key, "mysql")
-@compiles(_Key, "mariadb")
-def _compile_key(type_: _Key, compiler: TypeCompiler, **kw: t.Any) -> str:
-    # The default utf8mb4 collation is case-insensitive and pads with spaces, so "abc", "ABC"
-    # and "abc " would be one key. MariaDB's nopad_bin and MySQL 8's 0900_bin are neither.
-    # 512 characters of utf8mb4 are 2048 bytes, inside InnoDB's 3072-byte index limit.
-    collation = "utf8mb4_nopad_bin" if compiler.dialect.is_mariadb else "utf8mb4_0900_bin"  # type: ignore[attr-defined]
-    return f"VARCHAR({type_.length}) CHARACTER SET utf8mb4 COLLATE {collation}"
-
-
 def _make_table(name: str, metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
         name,
         metadata,
-        sa.Column("key", _Key(_KEY_MAX_LENGTH), primary_key=True),
+        # MySQL's string collations would make "abc", "ABC" and "abc " one key (case-insensitive,
+        # padding with spaces); VARBINARY compares the UTF-8 bytes. 512 characters are at most
+        # 2048 bytes, inside InnoDB's 3072-byte index limit.
+        sa.Column(
+            "key",
+            sa.String(_KEY_MAX_LENGTH).with_variant(mysql.VARBINARY(4 * _KEY_MAX_LENGTH), "mysql", "mariadb"),
+            primary_key=True,
+        ),
         sa.Column("fingerprint", sa.String(64), nullable=False),
         sa.Column("token", sa.String(32), nullable=False),
         # NULL while the claimant runs; "ok", "conflict" or "rejected" once done.
@@ -99,8 +86,10 @@ class SQLAlchemyStore:
 
     The table is created on first use if missing (or by :meth:`create_table`); add
     :attr:`table` to your Alembic metadata to manage it with migrations instead. Given a URL, the
-    store creates and owns its engine (autocommit; SQLite in WAL mode); :meth:`dispose` closes it.
-    Engines are disposed in a forked child, so a pre-forking server never shares connections.
+    store creates and owns its engine: autocommit, commits that do not wait for the disk (the
+    handler's own commit flushes them), SQLite in WAL mode; :meth:`dispose` closes it. Given an
+    engine, the store shares its pool and leaves its settings alone. Engines are disposed in a
+    forked child, so a pre-forking server never shares connections.
 
     :param engine_or_url: an engine, or a database URL for the store to create one.
     :param table: the name of the table.
@@ -129,6 +118,7 @@ class SQLAlchemyStore:
             self._autocommit = self._engine
         self.table = _make_table(table, sa.MetaData())
         self._statements = _Statements(self.table, self._engine.dialect.name)
+        self._binary_keys = self._engine.dialect.name in ("mysql", "mariadb")
         self._ready = False
         self._ready_lock = threading.Lock()
         # Tests replace the clock to expire leases without sleeping.
@@ -180,7 +170,7 @@ class SQLAlchemyStore:
             for _ in range(_CLAIM_ATTEMPTS):
                 now = self._clock()
                 token = secrets.token_hex(16)
-                params = {"k": key, "fp": fingerprint, "tok": token, "exp": now + lease}
+                params = {"k": self._key(key), "fp": fingerprint, "tok": token, "exp": now + lease}
                 if statements.insert_new(conn, params):
                     return Acquired(token)
                 row = conn.execute(statements.select, params).first()
@@ -215,7 +205,12 @@ class SQLAlchemyStore:
         :raises StoreUnavailable: the database cannot be reached (without ``connection``).
         """
         _check_complete(outcome, ttl)
-        params: dict[str, t.Any] = {"k": key, "tok": token, "outcome": outcome, "exp": self._clock() + ttl}
+        params: dict[str, t.Any] = {
+            "k": self._key(key),
+            "tok": token,
+            "outcome": outcome,
+            "exp": self._clock() + ttl,
+        }
         if response is None:
             statement = self._statements.complete
         else:
@@ -239,7 +234,7 @@ class SQLAlchemyStore:
         :raises LeaseLost: there is no done record of ``token``'s claim.
         :raises StoreUnavailable: the database cannot be reached.
         """
-        params = {"k": key, "tok": token, **_response_params(response)}
+        params = {"k": self._key(key), "tok": token, **_response_params(response)}
         with self._connect() as conn:
             # MySQL counts matched rows (SQLAlchemy sets CLIENT_FOUND_ROWS), so attaching the
             # same response twice still counts 1.
@@ -252,7 +247,7 @@ class SQLAlchemyStore:
         :raises StoreUnavailable: the database cannot be reached.
         """
         with self._connect() as conn:
-            conn.execute(self._statements.release, {"k": key, "tok": token})
+            conn.execute(self._statements.release, {"k": self._key(key), "tok": token})
 
     def get(self, key: str) -> Record | None:
         """Return the record of ``key``, or ``None`` when it is absent or expired.
@@ -261,7 +256,7 @@ class SQLAlchemyStore:
         """
         _check_key(key)
         with self._connect() as conn:
-            row = conn.execute(self._statements.select, {"k": key}).first()
+            row = conn.execute(self._statements.select, {"k": self._key(key)}).first()
         if row is None or row.expires_at <= self._clock():
             return None
         return _record(key, row)
@@ -274,6 +269,10 @@ class SQLAlchemyStore:
         cutoff = _timestamp(now, self._clock())
         with self._connect() as conn:
             return conn.execute(self._statements.purge, {"now": cutoff}).rowcount
+
+    def _key(self, key: str) -> str | bytes:
+        # The key column is VARBINARY on MySQL (see _make_table), which PyMySQL binds from bytes.
+        return key.encode() if self._binary_keys else key
 
     def _ensure_table(self) -> None:
         if not self._ready:
