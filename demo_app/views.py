@@ -143,10 +143,15 @@ def _board_context() -> dict[str, t.Any]:
     return {"board": Board(), "visitor": visitor}
 
 
-def _board_changed() -> ResponseReturnValue:
-    """After a successful change: the board for htmx, else a redirect to it (post/redirect/get)."""
+def _board_changed(focus: str | None = None) -> ResponseReturnValue:
+    """After a successful change: the board for htmx, else a redirect to it (post/redirect/get).
+
+    :param focus: the id of the element that takes the focus, the one that had it being gone
+        (the Undo button after a delete) or disabled while the request was in flight, which blurs
+        it, so that htmx cannot keep it there by its id.
+    """
     if htmx.details():
-        return board_fragment()
+        return board_fragment(focus=focus)
     return redirect(url_for("board.index"), 303)
 
 
@@ -166,7 +171,7 @@ def index() -> ResponseReturnValue:
 def board_view() -> ResponseReturnValue:
     """The board alone (htmx: cancel an edit, refresh); the page otherwise."""
     if htmx.details():
-        return board_fragment()
+        return board_fragment(focus=request.args.get("focus"))
     return redirect(url_for("board.index"))
 
 
@@ -197,28 +202,28 @@ def edit_form(todo_id: int) -> ResponseReturnValue:
 @command_view(EditTodo, edit_todo, template=TEMPLATE, block="board", trusted=_trusted)
 def edit(result: Changes, cmd: EditTodo, todo_id: int) -> ResponseReturnValue:
     session.pop(_UNDO, None)
-    return _board_changed()
+    return _board_changed(focus=f"edit-link-{todo_id}")
 
 
 @board.post("/items/<int:todo_id>/toggle")
 @command_view(SetCompleted, set_completed, template=TEMPLATE, block="board", trusted=_trusted)
 def toggle(result: Changes, cmd: SetCompleted, todo_id: int) -> ResponseReturnValue:
     session.pop(_UNDO, None)
-    return _board_changed()
+    return _board_changed(focus=f"toggle-{todo_id}")
 
 
 @board.post("/items/<int:todo_id>/delete")
 @command_view(DeleteTodo, delete_todo, template=TEMPLATE, block="board", trusted=_trusted)
 def delete(result: Changes, cmd: DeleteTodo, todo_id: int) -> ResponseReturnValue:
     session[_UNDO] = todo_id
-    return _board_changed()
+    return _board_changed(focus="undo")
 
 
 @board.post("/items/<int:todo_id>/restore")
 @command_view(RestoreTodo, restore_todo, template=TEMPLATE, block="board", trusted=_trusted)
 def restore(result: Changes, cmd: RestoreTodo, todo_id: int) -> ResponseReturnValue:
     session.pop(_UNDO, None)
-    return _board_changed()
+    return _board_changed(focus=f"toggle-{todo_id}")
 
 
 @board.post("/items/clear-completed")

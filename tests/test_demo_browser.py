@@ -160,6 +160,11 @@ def add_todo(page: Page, title: str) -> None:
     page.locator(".todo .title", has_text=title).wait_for()
 
 
+def focused(page: Page) -> str:
+    """The id of the element that has the focus."""
+    return str(page.evaluate("document.activeElement.id"))
+
+
 def item(page: Page, title: str) -> t.Any:
     return page.locator(".todo", has=page.locator(".title", has_text=title))
 
@@ -167,7 +172,7 @@ def item(page: Page, title: str) -> t.Any:
 def test_add(page: Page) -> None:
     add_todo(page, "Buy milk")
     assert page.input_value("#title") == ""
-    assert page.evaluate("document.activeElement.id") == "title"
+    assert focused(page) == "title"
     assert page.inner_text(".count") == "1 item left"
 
 
@@ -181,7 +186,7 @@ def test_live_validation_while_typing(page: Page) -> None:
     page.keyboard.type("Bread")
     error.wait_for(state="detached")
     assert page.input_value("#title") == "Bread"
-    assert page.evaluate("document.activeElement.id") == "title"
+    assert focused(page) == "title"
     assert page.locator(".todo").count() == 0
 
 
@@ -209,13 +214,14 @@ def test_inline_edit(page: Page) -> None:
     item(page, "Buy milk").get_by_role("link", name="Edit").click()
     title = page.locator("#edit-1-title")
     title.wait_for()
-    assert page.evaluate("document.activeElement.id") == "edit-1-title"
+    assert focused(page) == "edit-1-title"
     title.fill("Buy oat milk")
     page.fill("#edit-1-order", "3")
     page.get_by_role("button", name="Save").click()
     item(page, "Buy oat milk").wait_for()
     assert item(page, "Buy oat milk").locator(".order").inner_text() == "#3"
     assert page.locator(".edit-form").count() == 0
+    assert focused(page) == "edit-link-1"
 
 
 def test_inline_edit_blank_title_shows_the_error(page: Page) -> None:
@@ -232,10 +238,12 @@ def test_inline_edit_blank_title_shows_the_error(page: Page) -> None:
 
 def test_toggle(page: Page) -> None:
     add_todo(page, "Buy milk")
-    page.get_by_role("button", name="Done: Buy milk").click()
+    page.focus("#toggle-1")
+    page.keyboard.press("Enter")
     page.locator(".todo.done").wait_for()
     assert page.get_attribute(".check", "aria-pressed") == "true"
     assert page.inner_text(".count") == "0 items left"
+    assert focused(page) == "toggle-1"  # the board was replaced, the focus stays put
     page.get_by_role("button", name="Done: Buy milk").click()
     page.locator(".todo.done").wait_for(state="detached")
     assert page.inner_text(".count") == "1 item left"
@@ -244,11 +252,14 @@ def test_toggle(page: Page) -> None:
 def test_delete_then_undo(page: Page) -> None:
     add_todo(page, "Buy milk")
     page.get_by_role("button", name="Delete “Buy milk”").click()
-    page.get_by_text("Deleted “Buy milk”.").wait_for()
+    page.locator(".undo", has_text="Deleted “Buy milk”.").wait_for()
     assert page.locator(".todo").count() == 0
-    page.get_by_role("button", name="Undo").click()
+    assert focused(page) == "undo"
+    assert page.inner_text("#announcer") == "Deleted “Buy milk”."
+    page.keyboard.press("Enter")
     item(page, "Buy milk").wait_for()
-    assert page.get_by_text("Deleted “Buy milk”.").count() == 0
+    assert page.locator(".undo").count() == 0
+    assert focused(page) == "toggle-1"
 
 
 def test_double_click_on_add_creates_one_todo(page: Page, demo: Demo) -> None:
@@ -281,6 +292,7 @@ def test_two_pages_editing_one_todo_the_second_sees_the_conflict(context: Browse
     flash = second.locator(".commands-flash-conflict")
     flash.wait_for()
     assert flash.inner_text() == "This todo was changed elsewhere."
+    assert second.inner_text("#announcer") == "This todo was changed elsewhere."
     assert second.locator(".todo .title").inner_text() == "Buy oat milk"
     assert second.locator(".edit-form").count() == 0
     assert errors == []
