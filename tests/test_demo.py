@@ -16,6 +16,8 @@ from conftest import require_service
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from flask_commands.idempotency.sql import SQLAlchemyStore
+
 # TEMPORARY: setup.cfg's [tool:pytest] has no "pythonpath = ." and the demo is not an installed
 # package, so the project root is put on sys.path here until it does.
 _ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
@@ -646,10 +648,10 @@ def test_demo_on_postgresql() -> None:
         connection.execute(f"CREATE DATABASE {name}")
     try:
         url = server.rsplit("/", 1)[0] + "/" + name
-        app = create_app(
-            {"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "CELERY": {"broker_url": "memory://"}}
-        )
-        assert app.config["COMMANDS_IDEMPOTENCY_STORE"] == url
+        # The store create_app would make from the URL, made here so that it can be disposed of.
+        store = SQLAlchemyStore(url)
+        config = {"SQLALCHEMY_DATABASE_URI": url, "COMMANDS_IDEMPOTENCY_STORE": store}
+        app = create_app({"TESTING": True, "CELERY": {"broker_url": "memory://"}, **config})
         client = app.test_client()
         headers = {"Idempotency-Key": "pg-1"}
         todo = add(client, "Milk", order=1)
@@ -670,6 +672,7 @@ def test_demo_on_postgresql() -> None:
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+        store.dispose()
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE {name} WITH (FORCE)")
