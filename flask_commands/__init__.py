@@ -8,4 +8,6 @@ from .extension import Commands as Commands
 from .forms import field as field
 from .handler import Handler as Handler
 from .handler import handler as handler
+from .idempotency.memory import MemoryStore as MemoryStore
+from .idempotency.sql import SQLAlchemyStore as SQLAlchemyStore
 from .views import command_view as command_view

@@ -429,7 +429,9 @@ def _validate_field(view: _View[t.Any, t.Any], data: Body, name: str, json_calle
     if json_caller:
         return flask.jsonify({"errors": {name: list(field.errors)}})
     response = flask.make_response(str(_macros.render_field(field)), 200)
-    return htmx.reswap(response, "outerHTML")
+    # The user may go on typing while this request is in flight: a morph (htmx 4 only) keeps the
+    # focused input's value and caret, where outerHTML would drop what was typed meanwhile.
+    return htmx.reswap(response, "outerMorph" if htmx.details().request_type else "outerHTML")
 
 
 def command_view(

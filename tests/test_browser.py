@@ -19,7 +19,7 @@ if t.TYPE_CHECKING:
 TIMEOUT = 5_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server() -> t.Iterator[str]:
     """Serve ``browser_app`` on a free local port; yield its base URL."""
     httpd = make_server("127.0.0.1", 0, browser_app.create_app(), threaded=True)
@@ -31,8 +31,9 @@ def server() -> t.Iterator[str]:
     httpd.server_close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> t.Iterator[Browser]:
+    # Module-scoped: a sync Playwright still running when another module starts its own fails.
     executable = require_chromium()
     from playwright.sync_api import sync_playwright
 

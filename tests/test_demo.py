@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-import sys
 import typing as t
 import uuid
 
@@ -16,24 +15,17 @@ from conftest import require_service
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from demo_app import create_app
+from demo_app.commands import AddTodo
+from demo_app.commands import RunClearCompleted
+from demo_app.handlers import JobNotCommitted
+from demo_app.handlers import add_todo
+from demo_app.handlers import clear_completed
+from demo_app.models import Activity
+from demo_app.models import Job
+from demo_app.models import Todo
+from demo_app.models import db
 from flask_commands.idempotency.sql import SQLAlchemyStore
-
-# TEMPORARY: setup.cfg's [tool:pytest] has no "pythonpath = ." and the demo is not an installed
-# package, so the project root is put on sys.path here until it does.
-_ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from demo_app import create_app  # noqa: E402
-from demo_app.commands import AddTodo  # noqa: E402
-from demo_app.commands import RunClearCompleted  # noqa: E402
-from demo_app.handlers import JobNotCommitted  # noqa: E402
-from demo_app.handlers import add_todo  # noqa: E402
-from demo_app.handlers import clear_completed  # noqa: E402
-from demo_app.models import Activity  # noqa: E402
-from demo_app.models import Job  # noqa: E402
-from demo_app.models import Todo  # noqa: E402
-from demo_app.models import db  # noqa: E402
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
 STALE = "This todo was changed elsewhere."

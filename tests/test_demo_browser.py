@@ -21,13 +21,7 @@ from conftest import require_chromium
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
-# TEMPORARY: setup.cfg's [tool:pytest] has no "pythonpath = ." and the demo is not an installed
-# package, so the project root is put on sys.path here until it does.
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from demo_app import create_app  # noqa: E402
+from demo_app import create_app
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -41,6 +35,8 @@ if t.TYPE_CHECKING:
 
 # How long to wait for a swap: generous, a loaded CI machine is slow.
 TIMEOUT = 10_000
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
 # How long the worker may take to start and run the job.
 WORKER_TIMEOUT = 30_000
 SCREENSHOT = ROOT / "docs" / "demo-screenshot.png"

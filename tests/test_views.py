@@ -649,8 +649,16 @@ def test_validate_returns_only_the_field(client: flask.testing.FlaskClient) -> N
     )
     assert "Not a valid integer value." in response.text
     assert "This field is required." not in response.text
-    assert response.headers["HX-Reswap"] == "outerHTML"
+    # A morph keeps what the user typed while the request was in flight.
+    assert response.headers["HX-Reswap"] == "outerMorph"
     assert ADDED == []
+
+
+def test_validate_htmx2_swaps_outer_html(client: flask.testing.FlaskClient) -> None:
+    headers = {**HX2, "X-Commands-Validate": "order"}
+    response = client.post("/todos/new", data={"title": "", "order": "x"}, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["HX-Reswap"] == "outerHTML"  # htmx 2 has no morph swap of its own
 
 
 def test_validate_valid_field(client: flask.testing.FlaskClient) -> None:
