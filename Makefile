@@ -21,7 +21,7 @@ test: lint
 	$(BIN)/pytest
 
 # The demo: a Celery worker in the background and Flask's development server, on the embedded
-# broker (a SQLite file in instance/) unless FLASK_CELERY__broker_url says otherwise. Ctrl-C stops
+# filesystem broker (folders in instance/) unless FLASK_CELERY__broker_url says otherwise. Ctrl-C stops
 # both: the shell's trap stops the worker once the server has exited.
 demo: $(STAMP)
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
