@@ -506,7 +506,8 @@ def _compile_field(info: FieldInfo, unbound: t.Any, meta: DefaultMeta) -> _Field
     if unbound.args or not _KNOWN_KWARGS.issuperset(kwargs):
         return None
     models = []
-    for validator in kwargs.get("validators") or ():
+    # Field.__init__ keeps the class's own validators when given none.
+    for validator in kwargs.get("validators") or unbound.field_class.validators:
         model = _model(validator, kind)
         if model is None:
             return None

@@ -68,6 +68,8 @@ class Kinds(Command):
     priority: Priority = Priority.LOW
     size: t.Literal["s", "m", "l"] = "m"
     flag: bool | None = None
+    notify: bool = True  # absent: True from JSON, False from a form post (an unticked box)
+    start: datetime.date = datetime.date(2020, 1, 1)
     shade: Color | None = None
 
 
