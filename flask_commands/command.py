@@ -173,8 +173,9 @@ class Command(metaclass=_CommandMeta):
             if plan.direct:
                 # What the generated __init__ does, without its argument parsing: a third cheaper.
                 command = object.__new__(cls)
+                set_field = object.__setattr__
                 for name, value in fast.items():
-                    object.__setattr__(command, name, value)
+                    set_field(command, name, value)
             else:
                 command = cls(**fast)  # one dict: merging ** arguments would copy them again
             if signals.build_finished.receivers:
