@@ -195,7 +195,7 @@ class Command(metaclass=_CommandMeta):
             )
         form = cls.Form(formdata=formdata)
         form.validate()
-        errors = {name: list(messages) for name, messages in form.errors.items() if name is not None}
+        errors = {name: list(messages) for name, messages in form.errors.items() if name}
         errors.update(type_errors)
         if errors:
             form.id.data = str(new_id())
@@ -206,7 +206,7 @@ class Command(metaclass=_CommandMeta):
         values = cls._values_from(form, sent)
         ident = form.id.data
         command = cls(
-            id=uuid.UUID(ident) if ident else new_id(),
+            id=_uuid_or_none(ident) or new_id(),
             issued_at=_utcnow(),
             **values,
             **trusted,
@@ -245,7 +245,7 @@ class Command(metaclass=_CommandMeta):
             if info.kind == "choice":
                 value = info.choices.get(value) if value not in (None, "") else None
             elif info.kind == "uuid":
-                value = uuid.UUID(value) if value else None
+                value = _uuid_or_none(value)
             elif info.optional and value == "":
                 value = None
             values[info.name] = value
@@ -320,6 +320,14 @@ class Command(metaclass=_CommandMeta):
         return json_schema(cls.__name__, cls._fields)
 
 
+def _uuid_or_none(value: str | uuid.UUID | None) -> uuid.UUID | None:
+    """A validated UUID field's value: a UUID (its default may be one already), or ``None``."""
+    if isinstance(value, uuid.UUID):
+        return value
+    # Optional() lets whitespace-only input through unparsed: it means "not sent".
+    return uuid.UUID(value) if value and not value.isspace() else None
+
+
 def _decode(info: FieldInfo, raw: t.Any) -> t.Any:
     """Turn a JSON value from :meth:`Command.to_dict` back into the field's Python type."""
     if raw is None:
@@ -366,4 +374,4 @@ def _revalidate(cls: type[Command], values: dict[str, t.Any]) -> dict[str, list[
             field.data = value
             field.process_errors = []  # the value is already typed; text parsing is not the question
     form.validate()
-    return {name: list(messages) for name, messages in form.errors.items() if name is not None}
+    return {name: list(messages) for name, messages in form.errors.items() if name}

@@ -295,7 +295,10 @@ def _json_text(info: FieldInfo, value: t.Any) -> str | None:
     if isinstance(value, int | float):
         if info.kind in ("date", "datetime", "uuid"):
             return None
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # an int of more than sys.get_int_max_str_digits() digits
+            return None
     return None
 
 

@@ -1041,3 +1041,35 @@ def test_build_any_form_post(items: list[tuple[str, str]]) -> None:
         assert e.errors  # noqa: PT017 (hypothesis: the example may or may not be valid)
     else:
         assert type(cmd) is Everything
+
+
+# Inputs that once reached a 500 (found by the fast path's differential tests).
+
+
+def test_build_huge_json_int_is_a_field_error() -> None:
+    class Counted(Command):
+        count: int
+
+    assert_invalid(Counted, {"count": 10**5000}, field="count", message="Not a valid value.")
+
+
+@pytest.mark.parametrize("blank", [" ", "\t \n"])
+def test_build_whitespace_id_gets_a_new_one(blank: str) -> None:
+    cmd = AddTodo.build({"title": "Milk", "id": blank}, actor_id=1)
+    assert isinstance(cmd.id, uuid.UUID)
+
+
+def test_build_whitespace_optional_uuid_is_none() -> None:
+    class Linked(Command):
+        ref: uuid.UUID | None = None
+
+    assert Linked.build(MultiDict([("ref", "   ")])).ref is None
+
+
+def test_build_uuid_default_kept_when_not_posted() -> None:
+    fixed = uuid.UUID("6f1c4c9e-4d0b-4c1e-9d57-3f1a2b3c4d5e")
+
+    class Linked(Command):
+        ref: uuid.UUID = fixed
+
+    assert Linked.build(MultiDict()).ref == fixed

@@ -31,7 +31,6 @@ from flask_commands import signals
 
 # forms.py still passes SelectField choices as tuples, which WTForms 3.3 deprecates when a form
 # is bound: only the real form warns (the fast path never binds one).
-pytestmark = pytest.mark.filterwarnings("ignore:Passing SelectField choices as tuples:DeprecationWarning")
 
 
 class Color(enum.Enum):
@@ -237,7 +236,7 @@ def _outcome(cls: type[Command], data: t.Any, **trusted: t.Any) -> tuple[t.Any, 
         (info.name, type(getattr(command, info.name)), repr(getattr(command, info.name)))
         for info in cls._fields
     ]
-    return ("ok", values, command.id if isinstance(ident, str) and ident else None)
+    return ("ok", values, command.id if isinstance(ident, str) and ident.strip() else None)
 
 
 def _assert_same(cls: type[Command], data: t.Any, **trusted: t.Any) -> None:
