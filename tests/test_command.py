@@ -25,6 +25,7 @@ from flask_commands import CommandInvalid
 from flask_commands import field
 from flask_commands import signals
 from flask_commands.command import _registry
+from flask_commands.command import new_id
 from flask_commands.command import type_name
 from flask_commands.testing import assert_invalid
 
@@ -1073,3 +1074,17 @@ def test_build_uuid_default_kept_when_not_posted() -> None:
         ref: uuid.UUID = fixed
 
     assert Linked.build(MultiDict()).ref == fixed
+
+
+def test_new_id_matches_uuid4_layout() -> None:
+    from flask_commands.command import _ids
+
+    for _ in range(300):  # crosses a refill of the batch
+        offset = _ids._offset if _ids._offset < _ids._BATCH else 0
+        raw = _ids._bytes[offset : offset + 16] if _ids._offset < _ids._BATCH else None
+        ident = new_id()
+        if raw is not None:
+            assert ident == uuid.UUID(bytes=raw, version=4)
+        assert (ident.version, ident.variant) == (4, uuid.RFC_4122)
+        assert uuid.UUID(str(ident)) == ident
+        assert hash(ident) == hash(uuid.UUID(str(ident)))
