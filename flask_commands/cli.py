@@ -1,4 +1,4 @@
-"""The ``flask commands`` CLI group: list, schema, run, purge and init-db."""
+"""The ``flask commands`` CLI group: list, schema, openapi, run, purge and init-db."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .errors import Conflict
 from .errors import Rejected
 from .handler import Handler
 from .handler import _registry as _handlers
+from .openapi import _document
 
 commands_cli = AppGroup("commands", help="Commands, their schemas, and idempotency records.")
 
@@ -67,6 +68,14 @@ def list_commands() -> None:
 def schema(name: str) -> None:
     """Print the JSON Schema of command NAME's input."""
     click.echo(json.dumps(_find_command(name).json_schema(), indent=2))
+
+
+@commands_cli.command("openapi")
+@click.option("--title", default=None, help="The API's title; the app's name by default.")
+@click.option("--api-version", default="1.0.0", show_default=True, help="The API's version (info.version).")
+def openapi(title: str | None, api_version: str) -> None:
+    """Print the OpenAPI 3.1 document of the app's command views as JSON."""
+    click.echo(json.dumps(_document(current_app, title=title, version=api_version), indent=2))
 
 
 @commands_cli.command("run")
