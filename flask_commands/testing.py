@@ -54,6 +54,10 @@ class SignalRecorder:
             raise ValueError(f"{name!r} is not a Flask-Commands signal; use one of {valid}.")
         return [s for s in self.sent if s.name == name]
 
+    def clear(self) -> None:
+        """Forget the signals recorded so far, to check only those sent after this call."""
+        self.sent.clear()
+
     def _receiver(self, name: str) -> t.Callable[..., None]:
         def receive(sender: t.Any, **kwargs: t.Any) -> None:
             self.sent.append(SentSignal(name, sender, kwargs))
@@ -85,16 +89,25 @@ def assert_invalid(
 ) -> CommandInvalid:
     """Assert that ``command.build(data, **trusted)`` fails with an error on ``field``.
 
+    :param field: the field expected to be invalid: ``"id"`` or a field that input sets.
     :param message: when given, one of the field's messages must equal it.
     :returns: the ``CommandInvalid`` raised, for further checks.
+    :raises ValueError: when ``field`` is not a field that input can set (a typo, a trusted field).
     """
     __tracebackhide__ = True
+    settable = ["id", *(info.name for info in command._fields if not info.trusted)]
+    if field not in settable:
+        names = ", ".join(repr(name) for name in settable)
+        raise ValueError(f"{command.__name__} has no field {field!r} that input can set; use one of {names}.")
     try:
         built = command.build(data, **trusted)
     except CommandInvalid as e:
-        if field not in e.errors:
-            pytest.fail(f"{command.__name__} was invalid, but not on {field!r}: {e.errors!r}")
-        if message is not None and message not in e.errors[field]:
-            pytest.fail(f"{command.__name__}.{field} errors are {e.errors[field]!r}, not {message!r}")
-        return e
-    pytest.fail(f"{command.__name__}.build({data!r}) was valid: {built!r}")
+        error = e
+    else:
+        pytest.fail(f"{command.__name__}.build({data!r}) was valid: {built!r}")
+    # Failing outside the except clause keeps the CommandInvalid traceback out of the report.
+    if field not in error.errors:
+        pytest.fail(f"{command.__name__} was invalid, but not on {field!r}: {error.errors!r}")
+    if message is not None and message not in error.errors[field]:
+        pytest.fail(f"{command.__name__}.{field} errors are {error.errors[field]!r}, not {message!r}")
+    return error
