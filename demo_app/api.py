@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from flask_commands import command_view
 from flask_commands.problem import problem
 
+from .commands import INT_MAX
 from .commands import AddTodo
 from .commands import ClearTodos
 from .commands import DeleteTodo
@@ -39,6 +40,14 @@ if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
 
 api = Blueprint("api", __name__)
+
+
+@api.url_value_preprocessor
+def _known_id(endpoint: str | None, values: dict[str, t.Any] | None) -> None:
+    # Ids are SQL INTEGER: a larger one names nothing (404), and must never reach the database.
+    if values and values.get("todo_id", 0) > INT_MAX:
+        abort(404)
+
 
 _PREFIX = "/todos"
 _ACTOR = "api"

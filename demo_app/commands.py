@@ -16,12 +16,16 @@ _TITLE = [
 ]
 _TITLE_KW = {"maxlength": TITLE_MAX, "autocomplete": "off"}
 
+#: The columns are SQL INTEGER: 32 bits on PostgreSQL, so larger numbers are a field error, not a 500.
+INT_MAX = 2**31 - 1
+_INT = [v.NumberRange(min=-INT_MAX - 1, max=INT_MAX)]
+
 
 class AddTodo(Command):
     """Add a todo (the board's "add" form, and ``POST /todos``)."""
 
     title: str = field(validators=_TITLE, label="What needs doing?", render_kw=_TITLE_KW)
-    order: int | None = field(default=None, label="Order")
+    order: int | None = field(default=None, validators=_INT, label="Order")
     completed: bool = False
     actor: str = field(trusted=True)
 
@@ -30,8 +34,8 @@ class EditTodo(Command):
     """Change a todo's title and order (the board's inline edit)."""
 
     title: str = field(validators=_TITLE, label="Title", render_kw=_TITLE_KW)
-    order: int | None = field(default=None, label="Order")
-    version: int
+    order: int | None = field(default=None, validators=_INT, label="Order")
+    version: int = field(validators=_INT)
     todo_id: int = field(trusted=True)
     actor: str = field(trusted=True)
 
@@ -40,7 +44,7 @@ class SetCompleted(Command):
     """Mark a todo done or not done (the board's checkbox)."""
 
     completed: bool = field(default=False, label="Done")
-    version: int
+    version: int = field(validators=_INT)
     todo_id: int = field(trusted=True)
     actor: str = field(trusted=True)
 
@@ -54,8 +58,8 @@ class UpdateTodo(Command):
 
     title: str | None = field(default=None, validators=[_TITLE[1]], label="Title")
     completed: bool | None = None
-    order: int | None = None
-    version: int | None = None
+    order: int | None = field(default=None, validators=_INT)
+    version: int | None = field(default=None, validators=_INT)
     todo_id: int = field(trusted=True)
     actor: str = field(trusted=True)
 
@@ -63,7 +67,7 @@ class UpdateTodo(Command):
 class DeleteTodo(Command):
     """Delete a todo; the board offers to undo it (the row is kept, with ``deleted_at`` set)."""
 
-    version: int | None = None
+    version: int | None = field(default=None, validators=_INT)
     todo_id: int = field(trusted=True)
     actor: str = field(trusted=True)
 

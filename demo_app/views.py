@@ -33,6 +33,7 @@ from flask_commands import command_view
 from flask_commands import htmx
 
 from .api import live_todos
+from .commands import INT_MAX
 from .commands import AddTodo
 from .commands import ClearCompleted
 from .commands import DeleteTodo
@@ -56,6 +57,14 @@ if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
 
 board = Blueprint("board", __name__)
+
+
+@board.url_value_preprocessor
+def _known_id(endpoint: str | None, values: dict[str, t.Any] | None) -> None:
+    # Ids are SQL INTEGER: a larger one names nothing (404), and must never reach the database.
+    if values and values.get("todo_id", 0) > INT_MAX:
+        abort(404)
+
 
 TEMPLATE = "index.html"
 _UNDO = "undo"

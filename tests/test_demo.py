@@ -668,3 +668,20 @@ def test_demo_on_postgresql() -> None:
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+# Numbers past what the INTEGER columns hold are client errors, never a database overflow.
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+def test_api_id_past_int32_is_404(api: FlaskClient, method: str) -> None:
+    response = api.open("/todos/9223372036854775808", method=method, json={})
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+
+
+def test_api_order_past_int32_is_422(api: FlaskClient) -> None:
+    response = api.post("/todos", json={"title": "Milk", "order": 2**31})
+    assert response.status_code == 422
+    assert response.json is not None
+    assert response.json["errors"] == {"order": ["Number must be between -2147483648 and 2147483647."]}
