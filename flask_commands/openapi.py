@@ -142,7 +142,7 @@ def _document(app: Flask, *, title: str | None = None, version: str = "1.0.0") -
     routes = [
         (rule, spec)
         for rule in app.url_map.iter_rules()
-        if (spec := _views.get(app.view_functions.get(rule.endpoint))) is not None  # type: ignore[arg-type]
+        if (spec := _spec_of(app.view_functions.get(rule.endpoint))) is not None
     ]
     names = _schema_names(spec.command for _, spec in routes)
     paths: dict[str, dict[str, t.Any]] = {}
@@ -178,6 +178,14 @@ def _document(app: Flask, *, title: str | None = None, version: str = "1.0.0") -
             },
         },
     }
+
+
+def _spec_of(view: t.Callable[..., t.Any] | None) -> _View[t.Any, t.Any] | None:
+    """What ``command_view`` made ``view`` from, or ``None`` for any other view (or none)."""
+    try:
+        return _views.get(view) if view is not None else None
+    except TypeError:  # a view that cannot be weakly referenced was not made by command_view
+        return None
 
 
 def _schema_names(commands: t.Iterable[type[Command]]) -> dict[type[Command], str]:
