@@ -115,7 +115,7 @@ def test_docs_examples_pytest(path: pathlib.Path, pytester: pytest.Pytester) -> 
     tests = [b for b in python_blocks(path) if b.flag == "pytest"]
     write_templates(path, pytester.path)
     source = "\n\n".join(b.code for b in tests)
-    pytester.makepyfile(**{"test_" + path.stem.replace("-", "_"): source})
+    pytester.makepyfile(**{"test_docs_" + path.stem.replace("-", "_"): source})
     # In process, flask_commands was imported before the inner run could mark the plugin for
     # assertion rewriting, which only the plugin's own asserts would need.
     already = "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"
