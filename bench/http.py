@@ -1,6 +1,6 @@
 """End-to-end HTTP throughput of a command view against a bare Flask JSON view, under gunicorn.
 
-    .venv/bin/python bench/http.py [--seconds 4] [--rounds 3] [--connections 4]
+    .venv/bin/python bench/http.py [--seconds 4] [--rounds 4] [--connections 4]
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``). Four gunicorn servers on loopback, each one
 worker process with four threads (keep-alive), serve ``POST /todos`` with a JSON body:
@@ -16,9 +16,9 @@ worker process with four threads (keep-alive), serve ``POST /todos`` with a JSON
 4. ``log-null``: as 2, with ``log_to`` to a logger that takes the records (INFO) into a
    ``NullHandler``: every signal becomes a ``LogRecord``, formatted arguments included.
 
-``wrk`` (one thread, a few connections) drives each server in turn for ``--seconds``, and the
-rounds alternate between the servers so that a busy machine slows them alike; each figure is the
-median of its rounds. Target: ``command`` at least 0.85 times ``bare``.
+``wrk`` (one thread, a few connections) drives each server in turn for ``--seconds``; the rounds
+alternate between the servers, each round starting with the next one, so that a busy machine
+slows them alike; each figure is the median of its rounds. Target: ``command`` at least 0.85 times ``bare``.
 
 The file is named after what it measures, which is also the name of the standard library's
 ``http`` package: run as a script, its folder must not be on ``sys.path``, so it removes it first.
@@ -240,7 +240,7 @@ def _wrk(port: int, seconds: int, connections: int, script: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=4, help="length of one wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per server, alternating")
+    parser.add_argument("--rounds", type=int, default=4, help="runs per server, alternating")
     parser.add_argument("--connections", type=int, default=4, help="wrk's open connections")
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -267,9 +267,11 @@ def main() -> None:
                 _check(name, port)
                 _wrk(port, 1, args.connections, script.name)  # warm-up
             rates: dict[str, list[float]] = {name: [] for name in SERVERS}
-            for _ in range(args.rounds):
-                for name, port in ports.items():
-                    rates[name].append(_wrk(port, args.seconds, args.connections, script.name))
+            for round_ in range(args.rounds):
+                # Each round starts one server later, so no server always runs first or last.
+                shift = round_ % len(SERVERS)
+                for name in SERVERS[shift:] + SERVERS[:shift]:
+                    rates[name].append(_wrk(ports[name], args.seconds, args.connections, script.name))
     finally:
         for process in processes.values():
             process.terminate()
