@@ -205,6 +205,8 @@ class Command(metaclass=_CommandMeta):
         form.validate()
         errors = {name: list(messages) for name, messages in form.errors.items() if name}
         errors.update(type_errors)
+        for name, messages in type_errors.items():
+            form[name].errors = list(messages)  # the re-rendered form shows what .errors says
         if errors:
             form.id.data = str(new_id())
             if signals.build_finished.receivers:
