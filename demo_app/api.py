@@ -23,11 +23,11 @@ from werkzeug.exceptions import HTTPException
 from flask_commands import command_view
 from flask_commands.problem import problem
 
-from .commands import INT_MAX
 from .commands import AddTodo
 from .commands import ClearTodos
 from .commands import DeleteTodo
 from .commands import UpdateTodo
+from .commands import known_todo_id
 from .handlers import Changes
 from .handlers import add_todo
 from .handlers import clear_todos
@@ -41,12 +41,7 @@ if t.TYPE_CHECKING:
 
 api = Blueprint("api", __name__)
 
-
-@api.url_value_preprocessor
-def _known_id(endpoint: str | None, values: dict[str, t.Any] | None) -> None:
-    # Ids are SQL INTEGER: a larger one names nothing (404), and must never reach the database.
-    if values and values.get("todo_id", 0) > INT_MAX:
-        abort(404)
+api.url_value_preprocessor(known_todo_id)
 
 
 _PREFIX = "/todos"

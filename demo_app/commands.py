@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import typing as t
+
+from flask import abort
 from wtforms import validators as v
 
 from flask_commands import Command
@@ -19,6 +22,12 @@ _TITLE_KW = {"maxlength": TITLE_MAX, "autocomplete": "off"}
 #: The columns are SQL INTEGER: 32 bits on PostgreSQL, so larger numbers are a field error, not a 500.
 INT_MAX = 2**31 - 1
 _INT = [v.NumberRange(min=-INT_MAX - 1, max=INT_MAX)]
+
+
+def known_todo_id(endpoint: str | None, values: dict[str, t.Any] | None) -> None:
+    """A blueprint's URL preprocessor: an id past the INTEGER column names nothing (404)."""
+    if values and values.get("todo_id", 0) > INT_MAX:
+        abort(404)  # and it must never reach the database, which would overflow
 
 
 class AddTodo(Command):

@@ -33,13 +33,13 @@ from flask_commands import command_view
 from flask_commands import htmx
 
 from .api import live_todos
-from .commands import INT_MAX
 from .commands import AddTodo
 from .commands import ClearCompleted
 from .commands import DeleteTodo
 from .commands import EditTodo
 from .commands import RestoreTodo
 from .commands import SetCompleted
+from .commands import known_todo_id
 from .handlers import Changes
 from .handlers import add_todo
 from .handlers import clear_completed_later
@@ -58,12 +58,7 @@ if t.TYPE_CHECKING:
 
 board = Blueprint("board", __name__)
 
-
-@board.url_value_preprocessor
-def _known_id(endpoint: str | None, values: dict[str, t.Any] | None) -> None:
-    # Ids are SQL INTEGER: a larger one names nothing (404), and must never reach the database.
-    if values and values.get("todo_id", 0) > INT_MAX:
-        abort(404)
+board.url_value_preprocessor(known_todo_id)
 
 
 TEMPLATE = "index.html"

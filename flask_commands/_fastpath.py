@@ -30,6 +30,7 @@ from wtforms import validators as v
 from wtforms.fields.choices import SelectChoice
 from wtforms.meta import DefaultMeta
 
+from .forms import _FIELD_CLASSES
 from .forms import FieldInfo
 from .forms import _json_text
 
@@ -81,17 +82,6 @@ _DATETIME_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
 # may even raise (sys.get_int_max_str_digits), so those take the general route.
 _EXACT_INT = 2**53
 
-_FIELD_CLASSES: dict[str, type[wtforms.Field]] = {
-    "str": wtforms.StringField,
-    "int": wtforms.IntegerField,
-    "float": wtforms.FloatField,
-    "decimal": wtforms.DecimalField,
-    "bool": wtforms.BooleanField,
-    "date": wtforms.DateField,
-    "datetime": wtforms.DateTimeLocalField,
-    "uuid": wtforms.StringField,
-    "choice": wtforms.SelectField,
-}
 # The constructor arguments forms._unbound_field passes; any other one changes behaviour.
 _KNOWN_KWARGS = frozenset({"label", "validators", "description", "render_kw", "default"})
 # Kinds whose data is the submitted string itself.

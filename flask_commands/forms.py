@@ -193,7 +193,7 @@ def _unbound_field(info: FieldInfo) -> t.Any:
         choices = [_select_choice(text, _choice_label(value)) for text, value in info.choices.items()]
         if info.optional:
             choices.insert(0, _select_choice("", ""))
-        return wtforms.SelectField(choices=choices, **kwargs)
+        kwargs["choices"] = choices
     return _FIELD_CLASSES[info.kind](**kwargs)
 
 
@@ -234,6 +234,7 @@ _FIELD_CLASSES: dict[str, type[wtforms.Field]] = {
     "date": wtforms.DateField,
     "datetime": wtforms.DateTimeLocalField,
     "uuid": wtforms.StringField,
+    "choice": wtforms.SelectField,
 }
 
 
