@@ -32,6 +32,9 @@ from .idempotency.store import StoredResponse
 from .idempotency.store import StoreUnavailable
 from .problem import problem
 
+if t.TYPE_CHECKING:
+    from .extension import _AppState
+
 IDEMPOTENCY_KEY = "Idempotency-Key"
 IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
 
@@ -77,9 +80,9 @@ def header_key() -> str | None:
     return key
 
 
-def _scoped(handler: Handler[t.Any, t.Any], key: str) -> str:
+def _scoped(handler: Handler[t.Any, t.Any], key: str, state: _AppState) -> str:
     """Scope ``key`` by command type and the app's ``COMMANDS_IDEMPOTENCY_SCOPE``."""
-    scope_of = _app_state().scope
+    scope_of = state.scope
     scope = "" if scope_of is None else str(scope_of())
     scoped = f"{type_name(handler.command)}:{scope}:{key}"
     if len(scoped) > _SCOPED_MAX_LENGTH:
@@ -105,13 +108,13 @@ def submit(
     """
     if key is None:
         return respond(_call(handler, cmd))
-    scoped = _scoped(handler, key)
     state = _app_state()
+    scoped = _scoped(handler, key, state)
     deadline = time.monotonic() + (state.wait if wait else 0.0)
     pause = 0.05
     try:
         while True:
-            ran = handler._run_claimed(cmd, scoped)
+            ran = handler._run_claimed(cmd, scoped, state)
             if isinstance(ran, Replay):
                 if signals.replayed.receivers:
                     signals._send(signals.replayed, handler, command=cmd, key=key)

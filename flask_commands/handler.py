@@ -111,9 +111,10 @@ class Handler(t.Generic[C, R]):
             was used with other values.
         """
         self._check(cmd)
-        store = _app_state().store
+        state = _app_state()
+        store = state.store
         scoped = f"{type_name(self.command)}:{key if key is not None else cmd.id}"
-        ran = self._run_claimed(cmd, scoped)
+        ran = self._run_claimed(cmd, scoped, state)
         if isinstance(ran, Replay):
             if signals.replayed.receivers:
                 given = key if key is not None else str(cmd.id)
@@ -135,13 +136,12 @@ class Handler(t.Generic[C, R]):
             store.complete(scoped, ran.token, outcome="ok", ttl=ran.ttl)
         return ran.result
 
-    def _run_claimed(self, cmd: C, scoped: str) -> _Ran[R] | Replay | InProgress | Mismatch:
+    def _run_claimed(self, cmd: C, scoped: str, state: _AppState) -> _Ran[R] | Replay | InProgress | Mismatch:
         """Claim ``scoped`` and, if it is ours, run the handler; the caller stores the outcome.
 
         A successful run on the store's database has its completion record written inside the
         handler's transaction (``completed``); a fault releases the claim and propagates.
         """
-        state = _app_state()
         store = state.store
         claim = store.claim(scoped, _fingerprint(cmd), lease=state.lease)
         if not isinstance(claim, Acquired):
