@@ -223,8 +223,8 @@ def test_nested_depth_restored(store: Store, outer: Handler[EditTodo, t.Any]) ->
 # A callable transaction.
 
 
-def test_transaction_callable_success() -> None:
-    log: list[str] = []
+def recording_transaction(log: list[str]) -> t.Callable[[], t.ContextManager[None]]:
+    """A transaction callable that logs begin, commit and rollback into ``log``."""
 
     @contextlib.contextmanager
     def transaction() -> t.Iterator[None]:
@@ -235,6 +235,14 @@ def test_transaction_callable_success() -> None:
             log.append(f"rollback {type(e).__name__}")
             raise
         log.append("commit")
+
+    return transaction
+
+
+def test_transaction_callable_success() -> None:
+    log: list[str] = []
+
+    transaction = recording_transaction(log)
 
     @handler(EditTodo, transaction=transaction)
     def edit_todo(cmd: EditTodo) -> str:
@@ -249,15 +257,7 @@ def test_transaction_callable_success() -> None:
 def test_transaction_callable_exception(exception: Exception) -> None:
     log: list[str] = []
 
-    @contextlib.contextmanager
-    def transaction() -> t.Iterator[None]:
-        log.append("begin")
-        try:
-            yield
-        except BaseException as e:
-            log.append(f"rollback {type(e).__name__}")
-            raise
-        log.append("commit")
+    transaction = recording_transaction(log)
 
     @handler(EditTodo, transaction=transaction)
     def edit_todo(cmd: EditTodo) -> None:
