@@ -12,11 +12,16 @@ import pytest
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 
+# COMMANDS_TEST_<NAME>_URL points a service at another database, Redis number or vhost on the same
+# server, so that two checkouts can run the suite side by side without sharing tables or queues.
 SERVICES = {
-    "postgresql": ("127.0.0.1", 5432, "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-    "mariadb": ("127.0.0.1", 3306, "mysql+pymysql://root@127.0.0.1:3306/test"),
-    "redis": ("127.0.0.1", 6379, "redis://127.0.0.1:6379/0"),
-    "rabbitmq": ("127.0.0.1", 5672, "amqp://guest:guest@127.0.0.1:5672//"),
+    name: (host, port, os.environ.get(f"COMMANDS_TEST_{name.upper()}_URL", url))
+    for name, host, port, url in [
+        ("postgresql", "127.0.0.1", 5432, "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        ("mariadb", "127.0.0.1", 3306, "mysql+pymysql://root@127.0.0.1:3306/test"),
+        ("redis", "127.0.0.1", 6379, "redis://127.0.0.1:6379/0"),
+        ("rabbitmq", "127.0.0.1", 5672, "amqp://guest:guest@127.0.0.1:5672//"),
+    ]
 }
 CHROMIUM = "/usr/bin/chromium"
 
