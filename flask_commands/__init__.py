@@ -10,4 +10,5 @@ from .handler import Handler as Handler
 from .handler import handler as handler
 from .idempotency.memory import MemoryStore as MemoryStore
 from .idempotency.sql import SQLAlchemyStore as SQLAlchemyStore
+from .idempotency.store import Store as Store
 from .views import command_view as command_view

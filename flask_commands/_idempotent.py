@@ -1,39 +1,64 @@
-"""Idempotency over HTTP: the ``Idempotency-Key`` header, scoped keys, stored and replayed responses.
+"""Idempotency, one owner: claim, handler, response and record for views, ``handle()``, the CLI and jobs.
 
 Semantics follow the IETF draft "The Idempotency-Key HTTP Header Field" and Stripe's API; see
-SPEC's "Idempotency" section. ``command_view`` calls :func:`submit` once a command has built.
+SPEC's "Idempotency" section. :func:`submit` serves ``command_view`` and :func:`handle` serves
+:meth:`Handler.handle <flask_commands.Handler.handle>` (and so ``flask commands run`` and Celery
+jobs); both go through :func:`_execute`, with one scoped-key format, :func:`scoped_key`.
+
+Two protocols, chosen per run:
+
+- *One transaction* (a ``SQLAlchemyStore`` on the database of the handler's session): the claim
+  is the first statement of the handler's transaction and the record, with the response rendered
+  before the commit, its last. A failure anywhere rolls all of it back: the key is free at once.
+  A refusal (``Conflict``, ``Rejected``) rolls the handler's writes back, and is then recorded
+  with a claim of its own.
+- *Claim apart* (every other store or transaction): the claim commits alone with a lease, the
+  handler runs, then the record is written with the response; a fault releases the key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import re
 import time
 import typing as t
 
-from flask import Response
 from flask import current_app
 from flask import request
 
+from . import _codec
 from . import signals
 from .command import Command
 from .command import type_name
 from .errors import Conflict
+from .errors import KeyInProgress
+from .errors import KeyReused
 from .errors import Rejected
-from .handler import Handler
-from .handler import _app_state
-from .handler import _Ran
+from .idempotency.store import Acquired
+from .idempotency.store import Claim
 from .idempotency.store import InProgress
 from .idempotency.store import Mismatch
+from .idempotency.store import OutcomeKind
+from .idempotency.store import Record
 from .idempotency.store import Replay
 from .idempotency.store import Store
 from .idempotency.store import StoredResponse
 from .idempotency.store import StoreUnavailable
 from .problem import problem
+from .state import AppState
+from .state import app_state
 
 if t.TYPE_CHECKING:
-    from .extension import _AppState
+    from flask import Response
+
+    from .handler import Handler
+
+C = t.TypeVar("C", bound=Command)
+R = t.TypeVar("R")
+T = t.TypeVar("T")
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
@@ -47,6 +72,7 @@ _TOKEN = re.compile(r"[\x21\x23-\x7e]+")  # Stripe's bare keys: visible ASCII bu
 _NOT_STORED = frozenset({"set-cookie", "date", "server", "content-length", "transfer-encoding", "connection"})
 # Seconds a client is told to wait when the store's database is down.
 _UNAVAILABLE_RETRY_AFTER = 5
+_IN_PROGRESS = "A request with this idempotency key is still being handled; retry shortly."
 
 _log = logging.getLogger("flask_commands")
 
@@ -80,60 +106,305 @@ def header_key() -> str | None:
     return key
 
 
-def _scoped(handler: Handler[t.Any, t.Any], key: str, state: _AppState) -> str:
-    """Scope ``key`` by command type and the app's ``COMMANDS_IDEMPOTENCY_SCOPE``."""
-    scope_of = state.scope
-    scope = "" if scope_of is None else str(scope_of())
-    scoped = f"{type_name(handler.command)}:{scope}:{key}"
+def scoped_key(command: type[Command], key: str, scope: str = "") -> str:
+    """The store's key for ``key``: ``type:scope:key``, scope empty outside requests; hashed past 512."""
+    scoped = f"{type_name(command)}:{scope}:{key}"
     if len(scoped) > _SCOPED_MAX_LENGTH:
         return "sha256:" + hashlib.sha256(scoped.encode()).hexdigest()
     return scoped
 
 
-def submit(
-    handler: Handler[t.Any, t.Any],
-    cmd: Command,
-    key: str | None,
-    *,
-    respond: t.Callable[[_Ran[t.Any]], Response],
-    mismatch: t.Callable[[], Response],
-    wait: bool,
-) -> Response:
-    """Run ``handler`` on ``cmd`` once per ``key`` and return the response, first or replayed.
+def command_fingerprint(cmd: Command) -> str:
+    """Hash of the command type and its values, without ``id`` and ``issued_at`` (jobs, CLI, tests)."""
+    values = cmd.to_dict()
+    del values["id"], values["issued_at"]
+    return _digest(type_name(type(cmd)), values)
 
-    :param respond: makes the response of a run (its result, or its conflict or rejection).
-    :param mismatch: makes the response when the key was used with other values.
-    :param wait: wait up to ``COMMANDS_IDEMPOTENCY_WAIT`` for a running duplicate (HTML form
-        posts), instead of answering 409 at once (JSON).
-    """
-    if key is None:
-        return respond(_call(handler, cmd))
-    state = _app_state()
-    scoped = _scoped(handler, key, state)
-    deadline = time.monotonic() + (state.wait if wait else 0.0)
+
+def request_fingerprint(data: t.Mapping[str, t.Any], view_args: t.Mapping[str, t.Any]) -> str:
+    """Hash of what the client sent: method, URL parameters and body, without the CSRF token and ``id``."""
+    csrf = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    if hasattr(data, "getlist"):
+        # A form post: every value of every field, in the order sent within one field.
+        body: t.Any = sorted(
+            (name, data.getlist(name))
+            for name in data
+            if name != "id" and name != csrf
+        )
+    else:
+        body = {name: value for name, value in data.items() if name != "id"}
+    url = {str(name): str(value) for name, value in view_args.items()}
+    query = sorted((name, request.args.getlist(name)) for name in request.args)
+    return _digest(request.method, [url, query, body])
+
+
+def _digest(kind: str, data: t.Any) -> str:
+    try:
+        text = json.dumps([kind, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = _codec.dumps([kind, data])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclasses.dataclass(slots=True)
+class Ran(t.Generic[C, R]):
+    """How a run of a handler ended: its command, and its result or refusal."""
+
+    command: C
+    result: R | None = None
+    refusal: Conflict | Rejected | None = None
+
+    @property
+    def outcome(self) -> OutcomeKind:
+        """``"ok"``, or the refusal's outcome name."""
+        return "ok" if self.refusal is None else self.refusal.outcome
+
+
+class Answers(t.Protocol[C, R, T]):
+    """What a caller makes of each end of a keyed run: an HTTP response, or a result for ``handle()``."""
+
+    def render(self, ran: Ran[C, R]) -> T:
+        """The answer of a run; on the one-transaction path this runs before the commit."""
+        ...
+
+    def stored(self, answer: T) -> StoredResponse | None:
+        """What to keep for replays of ``answer``; ``None`` for a fault (never stored)."""
+        ...
+
+    def replay(self, record: Record) -> T:
+        """The answer of a duplicate of a done run."""
+        ...
+
+    def mismatch(self) -> T:
+        """The answer when the key was used with other values."""
+        ...
+
+    def in_progress(self, retry_after: float) -> T:
+        """The answer when another run holds the key past the wait."""
+        ...
+
+    def unavailable(self, error: StoreUnavailable) -> T:
+        """The answer when the store's database cannot be reached."""
+        ...
+
+
+@dataclasses.dataclass(slots=True)
+class _Answered(t.Generic[T]):
+    answer: T
+
+
+class _NotOurs(Exception):
+    """The claim made inside the handler's transaction did not acquire the key: roll back."""
+
+    def __init__(self, claim: Claim) -> None:
+        self.claim = claim
+
+
+class _Fault(Exception):
+    """The success answer is a fault (5xx): roll the handler's writes and the key back."""
+
+    def __init__(self, answer: t.Any) -> None:
+        self.answer = answer
+
+
+def _execute(
+    handler: Handler[C, R],
+    build: C | t.Callable[[], C],
+    key: str,
+    fingerprint: str,
+    answers: Answers[C, R, T],
+    *,
+    state: AppState,
+    scope: str = "",
+    wait: float = 0.0,
+) -> T:
+    """Run ``handler`` at most once per ``key``: claim, build, run, render, record; or replay."""
+    scoped = scoped_key(handler.command, key, scope)
+    store = state.store
+    deadline = time.monotonic() + wait
     pause = 0.05
     try:
         while True:
-            ran = handler._run_claimed(cmd, scoped, state)
-            if isinstance(ran, Replay):
+            session = _shared_session(handler, store)
+            if session is not None:
+                ended = _one_transaction(handler, build, scoped, fingerprint, answers, state, session)
+            else:
+                ended = _claim_apart(handler, build, scoped, fingerprint, answers, state)
+            if isinstance(ended, _Answered):
+                return ended.answer
+            if isinstance(ended, Replay):
                 if signals.replayed.receivers:
-                    signals._send(signals.replayed, handler, command=cmd, key=key)
-                return _replay(ran)
-            if isinstance(ran, Mismatch):
-                return mismatch()
-            if not isinstance(ran, InProgress):
-                return _finish(state.store, scoped, ran, respond)
+                    command = build if isinstance(build, Command) else None
+                    signals._send(signals.replayed, handler, command=command, key=key)
+                return answers.replay(ended.record)
+            if isinstance(ended, Mismatch):
+                return answers.mismatch()
+            assert isinstance(ended, InProgress)  # a claim is Acquired only inside a run
             if time.monotonic() + pause > deadline:
-                return problem(
-                    409,
-                    detail="A request with this idempotency key is still being handled; retry shortly.",
-                    code="in_progress",
-                    headers={"Retry-After": str(max(1, round(ran.retry_after)))},
-                )
+                return answers.in_progress(ended.retry_after)
             time.sleep(pause)
             pause = min(pause * 2, 0.25)
+    except StoreUnavailable as e:
+        return answers.unavailable(e)
+
+
+def _shared_session(handler: Handler[t.Any, t.Any], store: Store) -> t.Any:
+    """The handler's session when ``store`` shares its database (one transaction), else ``None``."""
+    session = handler.transaction
+    if session is None or not hasattr(session, "begin_nested"):
+        return None
+    try:
+        bind = session.get_bind()  # type: ignore[union-attr]
+    except Exception:
+        return None
+    return session if store.same_database(bind) else None
+
+
+class _Builder(t.Generic[C]):
+    """Builds the command once, inside the run, and keeps it for the answer of a refusal."""
+
+    def __init__(self, build: C | t.Callable[[], C]) -> None:
+        self.build = build
+        self.command: C | None = build if isinstance(build, Command) else None
+
+    def __call__(self) -> C:
+        if self.command is None:
+            self.command = t.cast("t.Callable[[], C]", self.build)()
+        return self.command
+
+
+def _one_transaction(
+    handler: Handler[C, R],
+    build: C | t.Callable[[], C],
+    scoped: str,
+    fingerprint: str,
+    answers: Answers[C, R, T],
+    state: AppState,
+    session: t.Any,
+) -> _Answered[T] | Claim:
+    store = state.store
+    builder = _Builder(build)
+    tokens: list[str] = []
+    answered: list[T] = []
+
+    def claim(session: t.Any) -> None:
+        claimed = store.claim(scoped, fingerprint, lease=state.lease, connection=session.connection())
+        if not isinstance(claimed, Acquired):
+            raise _NotOurs(claimed)
+        tokens.append(claimed.token)
+
+    def finish(session: t.Any, cmd: C, result: R) -> None:
+        answer = answers.render(Ran(cmd, result))
+        stored = answers.stored(answer)
+        if stored is None:
+            raise _Fault(answer)
+        connection = session.connection()
+        store.complete(scoped, tokens[0], outcome="ok", ttl=state.ttl, response=stored, connection=connection)
+        answered.append(answer)
+
+    try:
+        handler.run(builder, claim=claim, finish=finish)
+    except _NotOurs as e:
+        return e.claim
+    except _Fault as e:
+        return _Answered(t.cast(T, e.answer))
+    except (Conflict, Rejected) as e:
+        # The handler's writes and the claim are rolled back; the refusal is recorded apart.
+        answer = answers.render(Ran(t.cast(C, builder.command), refusal=e))
+        stored = answers.stored(answer)
+        if stored is not None:
+            claimed = store.claim(scoped, fingerprint, lease=state.lease)
+            if isinstance(claimed, Acquired):
+                store.complete(scoped, claimed.token, outcome=e.outcome, ttl=state.ttl, response=stored)
+        return _Answered(answer)
+    return _Answered(answered[0])
+
+
+def _claim_apart(
+    handler: Handler[C, R],
+    build: C | t.Callable[[], C],
+    scoped: str,
+    fingerprint: str,
+    answers: Answers[C, R, T],
+    state: AppState,
+) -> _Answered[T] | Claim:
+    store = state.store
+    claimed = store.claim(scoped, fingerprint, lease=state.lease)
+    if not isinstance(claimed, Acquired):
+        return claimed
+    token = claimed.token
+    builder = _Builder(build)
+    try:
+        ran: Ran[C, R] = Ran(builder.command or t.cast(C, None))
+        ran.result = handler.run(builder)
+        ran.command = t.cast(C, builder.command)
+    except (Conflict, Rejected) as e:
+        ran = Ran(t.cast(C, builder.command), refusal=e)
+    except BaseException:
+        _release(store, scoped, token)
+        raise
+    try:
+        answer = answers.render(ran)
+    except BaseException:
+        if ran.refusal is None:
+            # The handler's writes are committed: never run it again (a replay says so).
+            store.complete(scoped, token, outcome="ok", ttl=state.ttl)
+        else:
+            _release(store, scoped, token)
+        raise
+    stored = answers.stored(answer)
+    if stored is None and ran.refusal is not None:
+        _release(store, scoped, token)
+    else:
+        store.complete(scoped, token, outcome=ran.outcome, ttl=state.ttl, response=stored)
+    return _Answered(answer)
+
+
+def _release(store: Store, scoped: str, token: str) -> None:
+    try:
+        store.release(scoped, token)
     except StoreUnavailable:
-        _log.warning("The idempotency store is unavailable; answered 503.", exc_info=True)
+        # The lease will expire on its own; the handler's fault is the error to report.
+        _log.warning("Could not release idempotency key %r; its lease will expire.", scoped)
+
+
+# HTTP: command_view.
+
+
+class _HTTPAnswers(t.Generic[C, R]):
+    def __init__(
+        self,
+        respond: t.Callable[[Ran[C, R]], Response],
+        mismatch: t.Callable[[], Response],
+    ) -> None:
+        self.render = respond
+        self.mismatch = mismatch
+
+    def stored(self, answer: Response) -> StoredResponse | None:
+        if answer.status_code >= 500:
+            return None
+        headers = [(name, value) for name, value in answer.headers if name.lower() not in _NOT_STORED]
+        return StoredResponse(answer.status_code, headers, answer.get_data())
+
+    def replay(self, record: Record) -> Response:
+        stored = record.response
+        if stored is None:
+            # Claim apart only: the process failed after the handler committed, before the record.
+            return problem(
+                409,
+                detail="This request was already handled, but its response was not kept.",
+                code="already_handled",
+            )
+        response = current_app.response_class(stored.body, status=stored.status, headers=stored.headers)
+        response.headers[IDEMPOTENT_REPLAYED] = "true"
+        return response
+
+    def in_progress(self, retry_after: float) -> Response:
+        headers = {"Retry-After": str(max(1, round(retry_after)))}
+        return problem(409, detail=_IN_PROGRESS, code="in_progress", headers=headers)
+
+    def unavailable(self, error: StoreUnavailable) -> Response:
+        _log.warning("The idempotency store is unavailable; answered 503.", exc_info=error)
         return problem(
             503,
             detail="The service cannot record this request right now; retry shortly.",
@@ -142,52 +413,106 @@ def submit(
         )
 
 
-def _call(handler: Handler[t.Any, t.Any], cmd: Command) -> _Ran[t.Any]:
-    """Run without a key (nothing to claim or store)."""
-    ran: _Ran[t.Any] = _Ran("", 0.0)
-    try:
-        ran.result = handler(cmd)
-    except (Conflict, Rejected) as e:
-        ran.refusal = e
-        ran.outcome = "conflict" if isinstance(e, Conflict) else "rejected"
-    return ran
-
-
-def _finish(
-    store: Store, scoped: str, ran: _Ran[t.Any], respond: t.Callable[[_Ran[t.Any]], Response]
+def submit(
+    handler: Handler[C, R],
+    build: t.Callable[[], C],
+    key: str | None,
+    *,
+    fingerprint: t.Callable[[], str],
+    respond: t.Callable[[Ran[C, R]], Response],
+    mismatch: t.Callable[[], Response],
+    wait: bool,
 ) -> Response:
-    """Make the response of a claimed run and store it with the outcome."""
+    """Build and run a command once per ``key`` and return the response, first or replayed.
+
+    A done key is replayed before ``build`` runs (so before the view's ``trusted`` values are
+    looked up); ``build`` may raise ``CommandInvalid``, which frees the key and propagates.
+
+    :param build: builds the command (trusted values, then ``Command.build``).
+    :param fingerprint: hashes what the client sent (see :func:`request_fingerprint`).
+    :param respond: makes the response of a run (its result, or its conflict or rejection).
+    :param mismatch: makes the response when the key was used with other values.
+    :param wait: wait up to ``COMMANDS_IDEMPOTENCY_WAIT`` for a running duplicate (HTML form
+        posts), instead of answering 409 at once (JSON).
+    """
+    if key is None:
+        return respond(_call(handler, build()))
+    state = app_state()
+    answers: _HTTPAnswers[C, R] = _HTTPAnswers(respond, mismatch)
+    return _execute(
+        handler,
+        build,
+        key,
+        fingerprint(),
+        answers,
+        state=state,
+        scope=state.scope(),
+        wait=state.wait if wait else 0.0,
+    )
+
+
+def _call(handler: Handler[C, R], cmd: C) -> Ran[C, R]:
+    """Run without a key (nothing to claim or store)."""
     try:
-        response = respond(ran)
-    except BaseException:
-        # The handler's work is done (or refused): never run it again. A retry will be told it
-        # was handled (409 already_handled) rather than run twice.
-        if not ran.completed:
-            store.complete(scoped, ran.token, outcome=ran.outcome, ttl=ran.ttl)
-        raise
-    stored = _stored(response) if response.status_code < 500 else None
-    if ran.completed:
-        if stored is not None:
-            store.attach_response(scoped, ran.token, stored)
-    else:
-        store.complete(scoped, ran.token, outcome=ran.outcome, ttl=ran.ttl, response=stored)
-    return response
+        return Ran(cmd, handler(cmd))
+    except (Conflict, Rejected) as e:
+        return Ran(cmd, refusal=e)
 
 
-def _stored(response: Response) -> StoredResponse:
-    headers = [(name, value) for name, value in response.headers if name.lower() not in _NOT_STORED]
-    return StoredResponse(response.status_code, headers, response.get_data())
+# handle(): the CLI, jobs and scripts.
 
 
-def _replay(replay: Replay) -> Response:
-    stored = replay.record.response
-    if stored is None:
-        # The process died after the handler committed and before the response was attached.
-        return problem(
-            409,
-            detail="This request was already handled, but its response was not kept.",
-            code="already_handled",
-        )
-    response = current_app.response_class(stored.body, status=stored.status, headers=stored.headers)
-    response.headers[IDEMPOTENT_REPLAYED] = "true"
-    return response
+class _CallAnswers(t.Generic[C, R]):
+    """Answers of ``handle()``: the result, or the refusal raised; refusals stored as problem+json."""
+
+    def render(self, ran: Ran[C, R]) -> Ran[C, R]:
+        return ran
+
+    def stored(self, answer: Ran[C, R]) -> StoredResponse | None:
+        refusal = answer.refusal
+        if refusal is None:
+            return StoredResponse(204, [], b"")
+        response = problem(refusal.status, detail=refusal.message, code=refusal.code)
+        headers = [("Content-Type", response.headers["Content-Type"])]
+        return StoredResponse(refusal.status, headers, response.get_data())
+
+    def replay(self, record: Record) -> Ran[C, R]:
+        response = record.response
+        if record.outcome == "ok" or response is None:
+            return Ran(t.cast(C, None))
+        return Ran(t.cast(C, None), refusal=_refusal_from(response))
+
+    def mismatch(self) -> Ran[C, R]:
+        raise KeyReused()
+
+    def in_progress(self, retry_after: float) -> Ran[C, R]:
+        raise KeyInProgress(retry_after)
+
+    def unavailable(self, error: StoreUnavailable) -> Ran[C, R]:
+        raise error
+
+
+def handle(handler: Handler[C, R], cmd: C, key: str) -> R | None:
+    """Run ``handler`` on ``cmd`` once per ``key`` (scope empty): the result, or ``None`` on a replay.
+
+    :raises Conflict: the handler's conflict (run or replayed), or ``KeyInProgress``.
+    :raises Rejected: the handler's rejection (run or replayed), or ``KeyReused``.
+    :raises StoreUnavailable: the store's database cannot be reached.
+    """
+    answers: _CallAnswers[C, R] = _CallAnswers()
+    ran = _execute(handler, cmd, key, command_fingerprint(cmd), answers, state=app_state())
+    if ran.refusal is not None:
+        raise ran.refusal
+    return ran.result
+
+
+def _refusal_from(response: StoredResponse) -> Conflict | Rejected:
+    """Rebuild the ``Conflict`` or ``Rejected`` a stored problem+json response stands for."""
+    try:
+        body = json.loads(response.body)
+        message, code = str(body["detail"]), str(body["code"])
+    except (ValueError, KeyError, TypeError):
+        message, code = "This command was refused earlier.", None
+    return (
+        Conflict(message, code=code) if response.status == Conflict.status else Rejected(message, code=code)
+    )

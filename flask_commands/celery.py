@@ -24,9 +24,9 @@ from flask import Flask
 from .command import Command
 from .command import _registry as _commands
 from .errors import Conflict
+from .errors import KeyInProgress
+from .errors import KeyReused
 from .errors import Rejected
-from .errors import _InProgress
-from .errors import _KeyReused
 from .handler import _JOB_TASK
 from .handler import Handler
 from .handler import _registry as _handlers
@@ -122,12 +122,12 @@ def _run_command(task: celery.Task, envelope: t.Any, attempt: int = 1) -> None:
         raise Reject(reason, requeue=False) from None
     try:
         handler.handle(cmd)
-    except _InProgress as e:
+    except KeyInProgress as e:
         # Another run holds the key (or held it and died): come back when its lease ends,
         # without counting this as an attempt.
         countdown = min(max(e.retry_after, 0.0) + _LEASE_MARGIN, _MAX_DELAY)
         raise task.retry(args=[envelope], kwargs={"attempt": attempt}, countdown=countdown) from None
-    except _KeyReused as e:
+    except KeyReused as e:
         _log.warning("Job %s for %s refused: %s", cmd.id, handler.name, e.message)
     except (Conflict, Rejected) as e:
         _log.info("Job %s for %s ended in %s %r.", cmd.id, handler.name, type(e).__name__, e.code)

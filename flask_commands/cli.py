@@ -19,6 +19,7 @@ from .errors import Rejected
 from .handler import Handler
 from .handler import _registry as _handlers
 from .openapi import _document
+from .state import app_state
 
 commands_cli = AppGroup("commands", help="Commands, their schemas, and idempotency records.")
 
@@ -104,8 +105,7 @@ def run(name: str, data_text: str, trusted_text: str) -> None:
     try:
         result = handler.handle(cmd)
     except (Conflict, Rejected) as e:
-        kind = "conflict" if isinstance(e, Conflict) else "rejected"
-        _emit({"outcome": kind, "message": e.message, "code": e.code, "id": str(cmd.id)}, 2)
+        _emit({"outcome": e.outcome, "message": e.message, "code": e.code, "id": str(cmd.id)}, 2)
     _emit({"outcome": "ok", "id": str(cmd.id), "result": _jsonable(result)}, 0)
 
 
@@ -134,15 +134,15 @@ def _emit(outcome: dict[str, t.Any], status: int) -> t.NoReturn:
 @commands_cli.command("purge")
 def purge() -> None:
     """Delete expired idempotency records and print how many."""
-    removed = current_app.extensions["commands"]._state().store.purge()
+    removed = app_state().store.purge()
     click.echo(f"Deleted {removed} expired idempotency record{'s' if removed != 1 else ''}.")
 
 
 @commands_cli.command("init-db")
 def init_db() -> None:
     """Create the idempotency table of a SQLAlchemy store, if missing."""
-    store = current_app.extensions["commands"]._state().store
+    store = app_state().store
     if not hasattr(store, "create_table"):
         raise click.ClickException(f"The idempotency store {store!r} has no table to create.")
     store.create_table()
-    click.echo(f"The idempotency table {store.table.name!r} is ready.")
+    click.echo(f"The idempotency table {t.cast(t.Any, store).table.name!r} is ready.")

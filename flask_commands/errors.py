@@ -35,6 +35,10 @@ class _Refusal(Exception):
 
     #: The default ``code`` when none is given.
     default_code: t.ClassVar[str]
+    #: The outcome's name as the idempotency store records it: ``"conflict"`` or ``"rejected"``.
+    outcome: t.ClassVar[t.Literal["conflict", "rejected"]]
+    #: The HTTP status of the refusal: 409 or 422.
+    status: t.ClassVar[int]
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -53,6 +57,8 @@ class Conflict(_Refusal):
     """
 
     default_code = "conflict"
+    outcome = "conflict"
+    status = 409
 
 
 class Rejected(_Refusal):
@@ -63,9 +69,11 @@ class Rejected(_Refusal):
     """
 
     default_code = "rejected"
+    outcome = "rejected"
+    status = 422
 
 
-class _InProgress(Conflict):
+class KeyInProgress(Conflict):
     """Another run holds the command's idempotency key; try again in ``retry_after`` seconds."""
 
     default_code = "in_progress"
@@ -75,7 +83,7 @@ class _InProgress(Conflict):
         self.retry_after = retry_after
 
 
-class _KeyReused(Rejected):
+class KeyReused(Rejected):
     """The idempotency key was used before with another payload."""
 
     default_code = "idempotency_key_reused"

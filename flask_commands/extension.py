@@ -2,69 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-import typing as t
-import weakref
-
 from flask import Blueprint
 from flask import Flask
 from flask import Response
-from flask import current_app
 from flask import request
 
 from .cli import commands_cli
 from .htmx import HTMX_FILENAME
-
-if t.TYPE_CHECKING:
-    from .idempotency.store import Store
-
-#: The configuration keys ``init_app`` reads, with their defaults.
-DEFAULTS: dict[str, t.Any] = {
-    "COMMANDS_IDEMPOTENCY_STORE": "memory",
-    "COMMANDS_IDEMPOTENCY_SCOPE": None,
-    "COMMANDS_IDEMPOTENCY_WAIT": 5.0,
-    "COMMANDS_IDEMPOTENCY_LEASE": 60.0,
-    "COMMANDS_IDEMPOTENCY_TTL": 24 * 60 * 60.0,
-}
-
-
-class _AppState:
-    """What one application's wiring holds: its settings and, once used, its store."""
-
-    def __init__(self, config: t.Mapping[str, t.Any]) -> None:
-        self.store_setting: t.Any = config["COMMANDS_IDEMPOTENCY_STORE"]
-        self.scope: t.Callable[[], t.Any] | None = config["COMMANDS_IDEMPOTENCY_SCOPE"]
-        self.wait = float(config["COMMANDS_IDEMPOTENCY_WAIT"])
-        self.lease = float(config["COMMANDS_IDEMPOTENCY_LEASE"])
-        self.ttl = float(config["COMMANDS_IDEMPOTENCY_TTL"])
-        self._store: Store | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def store(self) -> Store:
-        """The idempotency store, made on first use (a database may be down when the app starts)."""
-        if self._store is None:
-            with self._lock:
-                if self._store is None:
-                    self._store = _make_store(self.store_setting)
-        return self._store
-
-
-def _make_store(setting: t.Any) -> Store:
-    if setting == "memory":
-        from .idempotency.memory import MemoryStore
-
-        return MemoryStore()
-    if isinstance(setting, str):
-        from .idempotency.sql import SQLAlchemyStore
-
-        return SQLAlchemyStore(setting)
-    if all(hasattr(setting, name) for name in ("claim", "complete", "release")):
-        return t.cast("Store", setting)
-    raise TypeError(
-        f"COMMANDS_IDEMPOTENCY_STORE is {setting!r}; set it to 'memory', a database URL, or a store"
-        " instance (MemoryStore, SQLAlchemyStore)."
-    )
+from .state import DEFAULTS as DEFAULTS
+from .state import app_state
+from .state import init_state
 
 
 class Commands:
@@ -72,11 +19,10 @@ class Commands:
 
     Registers the ``commands`` blueprint (form macros and the vendored htmx), the Jinja global
     ``commands_macros``, and the ``flask commands`` CLI group. Several apps may share one instance;
-    per-app state lives in ``app.extensions["commands"]``'s private table, keyed by app.
+    per-app settings and the store live in :mod:`flask_commands.state` (``app_state(app)``).
     """
 
     def __init__(self, app: Flask | None = None) -> None:
-        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
         if app is not None:
             self.init_app(app)
 
@@ -93,15 +39,14 @@ class Commands:
         - ``COMMANDS_IDEMPOTENCY_TTL``: seconds outcomes are kept for replay.
 
         :raises RuntimeError: when the app already has a ``Commands`` registered.
+        :raises TypeError: ``COMMANDS_IDEMPOTENCY_STORE`` is a store lacking a method of ``Store``.
         """
         if "commands" in app.extensions:
             raise RuntimeError(
                 "A 'Commands' instance has already been registered on this Flask app. Import and use"
                 " that instance instead."
             )
-        for key, value in DEFAULTS.items():
-            app.config.setdefault(key, value)
-        self._states[app] = _AppState(app.config)
+        init_state(app)
         app.extensions["commands"] = self
         app.cli.add_command(commands_cli)
         blueprint = Blueprint(
@@ -120,20 +65,9 @@ class Commands:
 
         Does nothing for a memory store. Alembic users can instead include the store's ``table``.
         """
-        store = self._state(app).store
+        store = app_state(app).store
         if hasattr(store, "create_table"):
             store.create_table()
-
-    def _state(self, app: Flask | None = None) -> _AppState:
-        """Return the state of ``app`` (the current app by default)."""
-        app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
-        try:
-            return self._states[app]
-        except KeyError:
-            raise RuntimeError(
-                "The current Flask app is not registered with this 'Commands' instance. Did you forget"
-                " to call 'init_app', or did you create multiple 'Commands' instances?"
-            ) from None
 
 
 def _init_views(app: Flask) -> None:

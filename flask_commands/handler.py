@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import sys
 import time
@@ -12,28 +10,17 @@ import typing as t
 
 from flask import current_app
 
+from . import _idempotent
 from . import signals
 from .command import Command
 from .command import type_name
 from .errors import Conflict
 from .errors import Rejected
-from .errors import _InProgress
-from .errors import _KeyReused
-from .idempotency.store import Acquired
-from .idempotency.store import InProgress
-from .idempotency.store import Mismatch
-from .idempotency.store import OutcomeKind
-from .idempotency.store import Replay
-from .idempotency.store import StoredResponse
-from .idempotency.store import StoreUnavailable
-from .idempotency.store import fingerprint
 
 if t.TYPE_CHECKING:
     import datetime
 
     import sqlalchemy.orm
-
-    from .extension import _AppState
 
 C = t.TypeVar("C", bound=Command)
 R = t.TypeVar("R")
@@ -94,7 +81,7 @@ class Handler(t.Generic[C, R]):
         :raises Rejected: a business rule refuses the command.
         :raises TypeError: ``cmd`` is not of the handler's command type.
         """
-        return self._run(cmd)
+        return self.run(cmd)
 
     def handle(self, cmd: C, key: str | None = None) -> R | None:
         """Run the handler on ``cmd`` at most once per key, under the app's idempotency store.
@@ -105,69 +92,14 @@ class Handler(t.Generic[C, R]):
         stored, so a retry runs the handler again.
 
         :param key: the idempotency key, ``str(cmd.id)`` by default; scoped by command type.
-        :raises Conflict: the handler's conflict, or code ``"in_progress"`` while another run holds
-            the key (``retry_after`` says for how long at most).
-        :raises Rejected: the handler's rejection, or code ``"idempotency_key_reused"`` when the key
-            was used with other values.
+        :raises Conflict: the handler's conflict, or :class:`~flask_commands.errors.KeyInProgress`
+            (code ``"in_progress"``) while another run holds the key.
+        :raises Rejected: the handler's rejection, or :class:`~flask_commands.errors.KeyReused`
+            (code ``"idempotency_key_reused"``) when the key was used with other values.
+        :raises StoreUnavailable: the store's database cannot be reached.
         """
         self._check(cmd)
-        state = _app_state()
-        store = state.store
-        scoped = f"{type_name(self.command)}:{key if key is not None else cmd.id}"
-        ran = self._run_claimed(cmd, scoped, state)
-        if isinstance(ran, Replay):
-            if signals.replayed.receivers:
-                given = key if key is not None else str(cmd.id)
-                signals._send(signals.replayed, self, command=cmd, key=given)
-            response = ran.record.response
-            if ran.record.outcome != "ok" and response is not None:
-                raise _refusal_from(response)
-            return None
-        if isinstance(ran, InProgress):
-            raise _InProgress(ran.retry_after)
-        if isinstance(ran, Mismatch):
-            raise _KeyReused()
-        if ran.refusal is not None:
-            store.complete(
-                scoped, ran.token, outcome=ran.outcome, ttl=ran.ttl, response=_refusal_response(ran.refusal)
-            )
-            raise ran.refusal
-        if not ran.completed:
-            store.complete(scoped, ran.token, outcome="ok", ttl=ran.ttl)
-        return ran.result
-
-    def _run_claimed(self, cmd: C, scoped: str, state: _AppState) -> _Ran[R] | Replay | InProgress | Mismatch:
-        """Claim ``scoped`` and, if it is ours, run the handler; the caller stores the outcome.
-
-        A successful run on the store's database has its completion record written inside the
-        handler's transaction (``completed``); a fault releases the claim and propagates.
-        """
-        store = state.store
-        claim = store.claim(scoped, _fingerprint(cmd), lease=state.lease)
-        if not isinstance(claim, Acquired):
-            return claim
-        ran: _Ran[R] = _Ran(claim.token, state.ttl)
-
-        def complete_with_writes(session: t.Any) -> None:
-            # On the store's database the record commits in the handler's own transaction, so a
-            # crash can never leave the writes without the record (and run the handler twice).
-            if session is not None and store.same_database(connection := session.connection()):
-                store.complete(scoped, ran.token, outcome="ok", ttl=state.ttl, connection=connection)
-                ran.completed = True
-
-        try:
-            ran.result = self._run(cmd, complete_with_writes)
-        except (Conflict, Rejected) as e:
-            ran.refusal = e
-            ran.outcome = "conflict" if isinstance(e, Conflict) else "rejected"
-        except BaseException:
-            try:
-                store.release(scoped, claim.token)
-            except StoreUnavailable:
-                # The lease will expire on its own; the handler's fault is the error to report.
-                _log.warning("Could not release idempotency key %r; its lease will expire.", scoped)
-            raise
-        return ran
+        return _idempotent.handle(self, cmd, key if key is not None else str(cmd.id))
 
     def enqueue(self, cmd: C, *, countdown: float | None = None, eta: datetime.datetime | None = None) -> str:
         """Send ``cmd`` to a Celery worker, which runs :meth:`handle` on it; return the task id at once.
@@ -204,32 +136,60 @@ class Handler(t.Generic[C, R]):
                 " pass the command it was declared for."
             )
 
-    def _run(self, cmd: C, before_commit: t.Callable[[t.Any], None] | None = None) -> R:
-        """Run in the unit of work; ``before_commit(session_or_None)`` runs inside it on success."""
-        self._check(cmd)
-        timed = signals.handle_finished.receivers or signals.handle_failed.receivers
-        start = time.perf_counter() if timed else 0.0
-        if signals.handle_started.receivers:
-            signals._send(signals.handle_started, self, command=cmd)
+    def run(
+        self,
+        cmd: C | t.Callable[[], C],
+        *,
+        claim: t.Callable[[t.Any], None] | None = None,
+        finish: t.Callable[[t.Any, C, R], None] | None = None,
+    ) -> R:
+        """Run the handler in its unit of work, with hooks for the idempotency owner; return the result.
+
+        ``claim(session)`` runs first inside the transaction (``session`` is ``None`` without a
+        SQLAlchemy session); when it raises, the unit of work rolls back and no signal is sent.
+        ``cmd`` may be a callable building the command, called after ``claim`` (so a replay is
+        decided before the command is built). ``finish(session, cmd, result)`` runs after the
+        handler, before the commit: what it writes commits with the handler's writes.
+
+        :raises TypeError: the command is not of the handler's command type.
+        """
+        built = callable(cmd) and not isinstance(cmd, Command)
+        if not built:
+            self._check(cmd)
+        started = False
+        start = 0.0
+        command: C | None = None
         try:
             with self._unit_of_work() as session:
-                result = self.func(cmd)
-                if before_commit is not None:
-                    before_commit(session)
+                if claim is not None:
+                    claim(session)
+                if built:
+                    command = t.cast("t.Callable[[], C]", cmd)()
+                    self._check(command)
+                else:
+                    command = t.cast(C, cmd)
+                started = True
+                if signals.handle_finished.receivers or signals.handle_failed.receivers:
+                    start = time.perf_counter()
+                if signals.handle_started.receivers:
+                    signals._send(signals.handle_started, self, command=command)
+                result = self.func(command)
+                if finish is not None:
+                    finish(session, command, result)
         except (Conflict, Rejected) as e:
-            if signals.handle_finished.receivers:
-                kind = "conflict" if isinstance(e, Conflict) else "rejected"
+            if started and signals.handle_finished.receivers:
                 duration = time.perf_counter() - start
-                signals._send(signals.handle_finished, self, command=cmd, duration=duration, **{kind: e})
+                kw = {e.outcome: e}
+                signals._send(signals.handle_finished, self, command=command, duration=duration, **kw)
             raise
         except Exception as e:
-            if signals.handle_failed.receivers:
+            if started and signals.handle_failed.receivers:
                 duration = time.perf_counter() - start
-                signals._send(signals.handle_failed, self, command=cmd, exception=e, duration=duration)
+                signals._send(signals.handle_failed, self, command=command, exception=e, duration=duration)
             raise
         if signals.handle_finished.receivers:
             duration = time.perf_counter() - start
-            signals._send(signals.handle_finished, self, command=cmd, result=result, duration=duration)
+            signals._send(signals.handle_finished, self, command=command, result=result, duration=duration)
         return result
 
     @contextlib.contextmanager
@@ -262,30 +222,6 @@ class Handler(t.Generic[C, R]):
             session.info[_DEPTH] = depth
 
 
-@dataclasses.dataclass(slots=True)
-class _Ran(t.Generic[R]):
-    """A claimed run of a handler: its token, and how it ended."""
-
-    token: str
-    ttl: float
-    result: R | None = None
-    refusal: Conflict | Rejected | None = None
-    outcome: OutcomeKind = "ok"
-    completed: bool = False  # the "ok" record was written in the handler's transaction
-
-
-def _app_state() -> _AppState:
-    """Return the current app's Flask-Commands state; ``RuntimeError`` without the extension."""
-    try:
-        extension = current_app.extensions["commands"]
-    except KeyError:
-        raise RuntimeError(
-            "Flask-Commands is not registered on the current app; call 'Commands(app)' or"
-            " 'commands.init_app(app)' first."
-        ) from None
-    return t.cast("_AppState", extension._state())
-
-
 def _celery_app(handler: Handler[t.Any, t.Any]) -> t.Any:
     """Return the Celery app to enqueue with; ``RuntimeError`` when ``init_celery`` made none."""
     fix = "call flask_commands.celery.init_celery(app) first."
@@ -304,32 +240,6 @@ def _celery_app(handler: Handler[t.Any, t.Any]) -> t.Any:
             f" {_JOB_TASK!r}; {fix}"
         )
     return celery_app
-
-
-def _fingerprint(cmd: Command) -> str:
-    """Hash of the command type and its values, without ``id`` and ``issued_at``."""
-    values = cmd.to_dict()
-    del values["id"], values["issued_at"]
-    return fingerprint(type_name(type(cmd)), values)
-
-
-def _refusal_response(e: Conflict | Rejected) -> StoredResponse:
-    """The problem+json response a refusal is stored as, so any later replay can show it."""
-    status = 409 if isinstance(e, Conflict) else 422
-    title = e.__class__.__name__
-    body = {"type": "about:blank", "title": title, "status": status, "detail": e.message, "code": e.code}
-    headers = [("Content-Type", "application/problem+json")]
-    return StoredResponse(status, headers, json.dumps(body).encode())
-
-
-def _refusal_from(response: StoredResponse) -> Conflict | Rejected:
-    """Rebuild the ``Conflict`` or ``Rejected`` a stored refusal response stands for."""
-    try:
-        body = json.loads(response.body)
-        message, code = str(body["detail"]), str(body["code"])
-    except (ValueError, KeyError, TypeError):
-        message, code = "This command was refused earlier.", None
-    return Conflict(message, code=code) if response.status == 409 else Rejected(message, code=code)
 
 
 def handler(

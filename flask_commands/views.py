@@ -11,6 +11,7 @@ import functools
 import json
 import re
 import typing as t
+import uuid
 import weakref
 
 import flask
@@ -34,7 +35,6 @@ from .errors import Conflict
 from .errors import Rejected
 from .forms import normalise_json
 from .handler import Handler
-from .handler import _Ran
 from .problem import problem
 
 if t.TYPE_CHECKING:
@@ -393,13 +393,13 @@ class _Responder(t.Generic[C, R]):
         return form
 
 
-def _respond(ran: _Ran[R], cmd: C, responder: _Responder[C, R]) -> flask.Response:
+def _respond(ran: _idempotent.Ran[C, R], responder: _Responder[C, R]) -> flask.Response:
     """Turn a run of the handler (its result, conflict or rejection) into a response."""
     if isinstance(ran.refusal, Conflict):
         return responder.conflict(ran.refusal)
     if isinstance(ran.refusal, Rejected):
         return responder.rejected(ran.refusal)
-    return responder.success(t.cast(R, ran.result), cmd)
+    return responder.success(t.cast(R, ran.result), ran.command)
 
 
 def _mismatch(responder: _Responder[t.Any, t.Any]) -> flask.Response:
@@ -513,30 +513,46 @@ def _dispatch(view: _View[C, R], view_args: dict[str, t.Any]) -> flask.Response:
         data = _read_body(json_caller, has_template)
     except _BodyError as e:
         return e.response
-    values = view.trusted(**view_args) if view.trusted is not None else {}
     field = request.headers.get(VALIDATE_HEADER)
     if field is not None:
+        if view.trusted is not None:
+            view.trusted(**view_args)  # it may refuse the caller (403, 404) before anything is validated
         return _validate_field(view, data, field, json_caller)
     try:
         header_key = _idempotent.header_key()
     except _idempotent.BadKey as e:
         return problem(400, detail=str(e), code="invalid_idempotency_key")
     responder = _Responder(view, view_args, data, json_caller)
-    try:
-        cmd = view.command.build(data, **values)
-    except CommandInvalid as e:
-        return responder.invalid(e)
+
+    def build() -> C:
+        values = view.trusted(**view_args) if view.trusted is not None else {}
+        return view.command.build(data, **values)
+
     # Every rendered form carries a fresh hidden id, so a client-supplied id deduplicates a
     # double submit even without the header.
-    key = header_key if header_key is not None else (str(cmd.id) if data.get("id") else None)
-    return _idempotent.submit(
-        view.handler,
-        cmd,
-        key,
-        respond=lambda ran: _respond(ran, cmd, responder),
-        mismatch=lambda: _mismatch(responder),
-        wait=not json_caller,
-    )
+    key = header_key if header_key is not None else _id_key(data.get("id"))
+    try:
+        return _idempotent.submit(
+            view.handler,
+            build,
+            key,
+            fingerprint=lambda: _idempotent.request_fingerprint(data, view_args),
+            respond=lambda ran: _respond(ran, responder),
+            mismatch=lambda: _mismatch(responder),
+            wait=not json_caller,
+        )
+    except CommandInvalid as e:
+        return responder.invalid(e)
+
+
+def _id_key(value: t.Any) -> str | None:
+    """The key a client-supplied ``id`` gives: its canonical UUID text, or ``None`` when it is no UUID."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
 
 
 def _csrf_error(error: BadRequest) -> ResponseReturnValue:

@@ -28,10 +28,12 @@ from conftest import require_service
 
 from flask_commands import Commands
 from flask_commands import handler
+from flask_commands._idempotent import command_fingerprint
+from flask_commands._idempotent import scoped_key
 from flask_commands.celery import _run_command
 from flask_commands.celery import init_celery
 from flask_commands.handler import _JOB_TASK
-from flask_commands.handler import _fingerprint
+from flask_commands.state import app_state
 
 if t.TYPE_CHECKING:
     import celery
@@ -403,8 +405,8 @@ def test_held_key_retry_keeps_attempt(app: flask.Flask) -> None:
     cmd = jobs.Job(label="x")
     envelope = {"type": "celery_app:Job", "handler": _failing.name, "command": cmd.to_dict()}
     with app.app_context():
-        store = app.extensions["commands"]._state().store
-        store.claim(f"celery_app:Job:{cmd.id}", _fingerprint(cmd), lease=30.0)
+        store = app_state(app).store
+        store.claim(scoped_key(type(cmd), str(cmd.id)), command_fingerprint(cmd), lease=30.0)
         with pytest.raises(_Retry):
             _run_command(task, envelope, attempt=3)
     assert task.retries[0]["kwargs"] == {"attempt": 3}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import typing as t
+import weakref
 
 import flask
 import pytest
@@ -11,14 +12,13 @@ import pytest
 from flask_commands import Commands
 from flask_commands.extension import DEFAULTS
 from flask_commands.idempotency.memory import MemoryStore
+from flask_commands.state import NOT_REGISTERED
+from flask_commands.state import AppState
+from flask_commands.state import app_state
 
 ALREADY_REGISTERED = (
     "A 'Commands' instance has already been registered on this Flask app. Import and use that"
     " instance instead."
-)
-NOT_REGISTERED = (
-    "The current Flask app is not registered with this 'Commands' instance. Did you forget to call"
-    " 'init_app', or did you create multiple 'Commands' instances?"
 )
 
 
@@ -125,9 +125,9 @@ def test_config_defaults_complete() -> None:
 )
 def test_config_app_value_wins(app: flask.Flask, key: str, value: float, attribute: str) -> None:
     app.config[key] = value
-    commands = Commands(app)
+    Commands(app)
     assert app.config[key] == value
-    assert getattr(commands._state(app), attribute) == float(value)
+    assert getattr(app_state(app), attribute) == float(value)
 
 
 def test_config_scope_app_value_wins(app: flask.Flask) -> None:
@@ -135,38 +135,37 @@ def test_config_scope_app_value_wins(app: flask.Flask) -> None:
         return "user-1"
 
     app.config["COMMANDS_IDEMPOTENCY_SCOPE"] = scope
-    assert Commands(app)._state(app).scope is scope
+    assert _init(app).scope_of is scope
 
 
 def test_config_read_at_init(app: flask.Flask) -> None:
-    commands = Commands(app)
+    Commands(app)
     app.config["COMMANDS_IDEMPOTENCY_WAIT"] = 1.0
-    assert commands._state(app).wait == 5.0
+    assert app_state(app).wait == 5.0
 
 
 # The store.
 
 
 def test_store_memory_default(app: flask.Flask) -> None:
-    assert isinstance(Commands(app)._state(app).store, MemoryStore)
+    assert isinstance(_init(app).store, MemoryStore)
 
 
 def test_store_made_once(app: flask.Flask) -> None:
-    state = Commands(app)._state(app)
+    state = _init(app)
     assert state.store is state.store
 
 
 def test_store_instance(app: flask.Flask) -> None:
     store = MemoryStore()
     app.config["COMMANDS_IDEMPOTENCY_STORE"] = store
-    assert Commands(app)._state(app).store is store
+    assert _init(app).store is store
 
 
 def test_store_invalid(app: flask.Flask) -> None:
     app.config["COMMANDS_IDEMPOTENCY_STORE"] = 42
-    state = Commands(app)._state(app)
     with pytest.raises(TypeError) as exc_info:
-        state.store  # noqa: B018
+        Commands(app)
     assert exc_info.value.args == (
         "COMMANDS_IDEMPOTENCY_STORE is 42; set it to 'memory', a database URL, or a store instance"
         " (MemoryStore, SQLAlchemyStore).",
@@ -183,7 +182,7 @@ def test_two_apps_one_instance() -> None:
     commands.init_app(first)
     commands.init_app(second)
     assert first.extensions["commands"] is second.extensions["commands"] is commands
-    assert (commands._state(first).wait, commands._state(second).wait) == (5.0, 1.0)
+    assert (app_state(first).wait, app_state(second).wait) == (5.0, 1.0)
 
 
 def test_two_apps_separate_stores() -> None:
@@ -191,7 +190,7 @@ def test_two_apps_separate_stores() -> None:
     commands = Commands()
     commands.init_app(first)
     commands.init_app(second)
-    assert commands._state(first).store is not commands._state(second).store
+    assert app_state(first).store is not app_state(second).store
 
 
 def test_state_of_current_app() -> None:
@@ -200,20 +199,20 @@ def test_state_of_current_app() -> None:
     commands.init_app(first)
     commands.init_app(second)
     with second.app_context():
-        assert commands._state() is commands._state(second)
+        assert app_state() is app_state(second)
 
 
 def test_state_unregistered_app(app: flask.Flask) -> None:
-    commands = Commands(flask.Flask("other"))
+    Commands(flask.Flask("other"))
     with pytest.raises(RuntimeError) as exc_info:
-        commands._state(app)
+        app_state(app)
     assert exc_info.value.args == (NOT_REGISTERED,)
 
 
 def test_state_unregistered_current_app(app: flask.Flask) -> None:
-    commands = Commands()
+    Commands()
     with app.app_context(), pytest.raises(RuntimeError) as exc_info:
-        commands._state()
+        app_state()
     assert exc_info.value.args == (NOT_REGISTERED,)
 
 
@@ -221,6 +220,39 @@ def test_state_dropped_with_app() -> None:
     commands = Commands()
     app = flask.Flask("short-lived")
     commands.init_app(app)
+    state = weakref.ref(app_state(app))
     del app
     gc.collect()
-    assert len(commands._states) == 0
+    assert state() is None
+
+
+def _init(app: flask.Flask) -> AppState:
+    Commands(app)
+    return app_state(app)
+
+
+class _Partial:
+    def claim(self, *args: t.Any, **kwargs: t.Any) -> None: ...
+
+    def complete(self, *args: t.Any, **kwargs: t.Any) -> None: ...
+
+    def release(self, *args: t.Any, **kwargs: t.Any) -> None: ...
+
+
+def test_store_missing_methods_at_init(app: flask.Flask) -> None:
+    app.config["COMMANDS_IDEMPOTENCY_STORE"] = store = _Partial()
+    with pytest.raises(TypeError) as exc_info:
+        Commands(app)
+    assert exc_info.value.args == (
+        f"COMMANDS_IDEMPOTENCY_STORE is {store!r}, which lacks the store method(s) get, purge,"
+        " same_database; implement every method of flask_commands.Store.",
+    )
+
+
+def test_store_protocol_runtime_checkable() -> None:
+    from flask_commands import SQLAlchemyStore
+    from flask_commands import Store
+
+    assert isinstance(MemoryStore(), Store)
+    assert isinstance(SQLAlchemyStore("sqlite://"), Store)
+    assert not isinstance(_Partial(), Store)

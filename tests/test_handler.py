@@ -506,6 +506,6 @@ def test_handle_without_extension(app: flask.Flask) -> None:
     with app.app_context(), pytest.raises(RuntimeError) as exc_info:
         edit_todo.handle(EditTodo(title="Milk"))
     assert exc_info.value.args == (
-        "Flask-Commands is not registered on the current app; call 'Commands(app)' or"
+        "Flask-Commands is not registered on this Flask app; call 'Commands(app)' or"
         " 'commands.init_app(app)' first.",
     )

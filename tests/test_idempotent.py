@@ -15,6 +15,7 @@ from flask_commands import Conflict
 from flask_commands import command_view
 from flask_commands import field
 from flask_commands import handler
+from flask_commands.command import type_name
 from flask_commands.idempotency.memory import MemoryStore
 from flask_commands.idempotency.sql import SQLAlchemyStore
 
@@ -214,7 +215,8 @@ def test_replayed_signal(client: flask.testing.FlaskClient, command_signals: t.A
     (sent,) = command_signals.of("replayed")
     assert sent.sender is post_note
     assert sent.kwargs["key"] == "note-1"
-    assert sent.kwargs["command"].text == "milk"
+    # Replayed before the command is built (before trusted values are looked up).
+    assert sent.kwargs["command"] is None
 
 
 def _hold_first(client: flask.testing.FlaskClient, **post: t.Any) -> threading.Thread:
@@ -292,7 +294,7 @@ def test_store_unavailable_503() -> None:
     store.dispose()
 
 
-def test_sql_store_completes_in_the_handlers_transaction(tmp_path: t.Any) -> None:
+def test_sql_store_one_transaction_render_failure_frees_key(tmp_path: t.Any) -> None:
     import sqlalchemy as sa
     from sqlalchemy import orm
 
@@ -314,23 +316,30 @@ def test_sql_store_completes_in_the_handlers_transaction(tmp_path: t.Any) -> Non
     app = flask.Flask(__name__)
     app.config["COMMANDS_IDEMPOTENCY_STORE"] = store
     Commands(app)
+    failures = [RuntimeError("the template failed")]
 
     @app.route("/effects", methods=["POST"])
     @command_view(Effect, effect)
     def effects(result: str, cmd: Effect) -> t.Any:
-        raise RuntimeError("the success response failed after the handler committed")
+        if failures:
+            raise failures.pop()
+        return {"text": result}, 201
 
     app.testing = False
     client = app.test_client()
     first = client.post("/effects", json={"text": "x"}, headers=KEY)
-    second = client.post("/effects", json={"text": "x"}, headers=KEY)
     assert first.status_code == 500
-    # The record committed with the handler's writes, so the retry never runs the handler again.
-    assert second.status_code == 409
-    assert second.json is not None
-    assert second.json["code"] == "already_handled"
+    with engine.connect() as conn:
+        # The writes and the claim rolled back together: no rows, and the key is free.
+        assert conn.exec_driver_sql("SELECT count(*) FROM effects").scalar() == 0
+    assert store.get(f"{type_name(Effect)}::note-1") is None
+    second = client.post("/effects", json={"text": "x"}, headers=KEY)
+    third = client.post("/effects", json={"text": "x"}, headers=KEY)
+    assert (second.status_code, third.status_code) == (201, 201)
+    assert third.headers["Idempotent-Replayed"] == "true"
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM effects").scalar() == 1
     session.close()
     engine.dispose()
+    store.dispose()
     store.dispose()

@@ -54,9 +54,19 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self._entries)} records>"
 
-    def claim(self, key: str, fingerprint: str, *, lease: float) -> Claim:
-        """Claim ``key`` for ``lease`` seconds, or say why not."""
+    def claim(
+        self, key: str, fingerprint: str, *, lease: float, connection: sqlalchemy.Connection | None = None
+    ) -> Claim:
+        """Claim ``key`` for ``lease`` seconds, or say why not.
+
+        :raises ValueError: ``connection`` was given; memory cannot join a database transaction.
+        """
         _check_claim(key, fingerprint, lease)
+        if connection is not None:
+            raise ValueError(
+                f"MemoryStore cannot claim inside the transaction of {connection!r}; claim without"
+                " connection=, or use an SQLAlchemyStore."
+            )
         with self._lock:
             now = self._clock()
             entry = self._entries.get(key)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -159,13 +161,24 @@ class SQLAlchemyStore:
         mine = _identity(self._engine.url)
         return mine is not None and mine == _identity(engine.url)
 
-    def claim(self, key: str, fingerprint: str, *, lease: float) -> Claim:
+    def claim(
+        self, key: str, fingerprint: str, *, lease: float, connection: sa.Connection | None = None
+    ) -> Claim:
         """Claim ``key`` atomically for ``lease`` seconds, or say why not.
 
-        :raises StoreUnavailable: the database cannot be reached.
+        :param connection: the handler's connection in its open transaction (see
+            :meth:`same_database`): the claim is then part of that transaction, so its rollback
+            frees the key at once. A per-key lock taken with it (PostgreSQL's
+            ``pg_try_advisory_xact_lock``, MariaDB's ``GET_LOCK``, a byte of the sidecar file
+            ``<database>-commands-locks`` on SQLite) makes a duplicate see :class:`InProgress`
+            at once instead of waiting for the transaction. Its errors are the handler's.
+        :raises StoreUnavailable: the database cannot be reached (without ``connection``).
         """
         _check_claim(key, fingerprint, lease)
         statements = self._statements
+        if connection is not None:
+            self._ensure_table()
+            return self._claim_in(connection, key, fingerprint, lease)
         with self._connect() as conn:
             for _ in range(_CLAIM_ATTEMPTS):
                 now = self._clock()
@@ -185,6 +198,44 @@ class SQLAlchemyStore:
                     return Acquired(token)
         # The row kept vanishing or expiring under us; the caller may retry at once.
         return InProgress(retry_after=0.0)
+
+    def _claim_in(self, conn: sa.Connection, key: str, fingerprint: str, lease: float) -> Claim:
+        """Claim ``key`` inside ``conn``'s transaction, behind a lock that a duplicate never waits for."""
+        statements = self._statements
+        now = self._clock()
+        token = secrets.token_hex(16)
+        params = {"k": self._key(key), "fp": fingerprint, "tok": token, "exp": now + lease}
+        dialect = conn.dialect.name
+        if dialect == "sqlite":
+            locked = _file_locks(self._engine.url).acquire(key)
+            if locked:
+                _hold(conn, ("file", key, self._engine.url))
+                if statements.insert_new(conn, params):
+                    return Acquired(token)
+        else:
+            params["lk"] = _lock_id(key, dialect)
+            if dialect == "postgresql":
+                inserted = conn.execute(statements.insert_locked, params).first() is not None
+            else:
+                _hold(conn, ("mysql", key, None))
+                inserted = conn.execute(statements.insert_locked, params).rowcount == 1
+            if inserted:
+                return Acquired(token)
+            locked = None  # unknown: the row may exist, or the lock be another's
+        row = conn.execute(statements.select, params).first()
+        if row is None:
+            return InProgress(retry_after=0.1)  # the lock is held by a running transaction
+        now = self._clock()
+        decision = _decide(_record(key, row), row.expires_at, fingerprint, now)
+        if decision is not None:
+            return decision
+        if locked is False:
+            return InProgress(retry_after=0.1)
+        params.update(now=now, exp=now + lease)
+        statement = statements.take_over if dialect == "sqlite" else statements.take_over_locked
+        if conn.execute(statement, params).rowcount == 1:
+            return Acquired(token)
+        return InProgress(retry_after=0.1)
 
     def complete(
         self,
@@ -339,6 +390,33 @@ class _Statements:
                 **cleared,
             )
         )
+        # The claim inside a handler's transaction: insert only when the key's lock is ours,
+        # never waiting for it (see SQLAlchemyStore._claim_in).
+        self.insert_locked: sa.Insert = self.insert  # SQLite locks a file first
+        self.take_over_locked: sa.Update = self.take_over
+        if dialect in ("postgresql", "mysql", "mariadb"):
+            locked: sa.ColumnElement[t.Any]
+            if dialect == "postgresql":
+                locked = sa.func.pg_try_advisory_xact_lock(sa.bindparam("lk", type_=sa.BigInteger()))
+            else:
+                locked = sa.func.get_lock(sa.bindparam("lk", type_=sa.String()), 0) == 1
+            values = sa.select(
+                sa.bindparam("k", type_=c.key.type),
+                sa.bindparam("fp", type_=c.fingerprint.type),
+                sa.bindparam("tok", type_=c.token.type),
+                sa.bindparam("exp", type_=c.expires_at.type),
+            ).where(locked)
+            columns = ["key", "fingerprint", "token", "expires_at"]
+            if dialect == "postgresql":
+                self.insert_locked = (
+                    postgresql.insert(table)
+                    .from_select(columns, values)
+                    .on_conflict_do_nothing()
+                    .returning(c.key)
+                )
+            else:
+                self.insert_locked = sa.insert(table).prefix_with("IGNORE").from_select(columns, values)
+            self.take_over_locked = self.take_over.where(locked)
         self.select = sa.select(c.fingerprint, c.outcome, c.expires_at, c.status, c.headers, c.body).where(
             by_key
         )
@@ -422,6 +500,110 @@ def _dispose_after_fork(engine: sa.Engine) -> None:
             engine.dispose(close=False)
 
     os.register_at_fork(after_in_child=after_in_child)
+
+
+# Per-key locks of claims made inside a handler's transaction, on MariaDB/MySQL and SQLite,
+# released when the transaction ends (PostgreSQL's advisory transaction locks end by themselves).
+_HELD = "commands_locks"
+_listening: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def _lock_id(key: str, dialect: str) -> t.Any:
+    digest = hashlib.sha256(key.encode()).digest()
+    if dialect == "postgresql":
+        return int.from_bytes(digest[:8], "big", signed=True)
+    return "commands:" + digest.hex()[:48]  # GET_LOCK names are at most 64 characters
+
+
+def _hold(conn: sa.Connection, lock: tuple[str, str, t.Any]) -> None:
+    """Remember ``lock`` on ``conn`` until its transaction ends."""
+    conn.info.setdefault(_HELD, []).append(lock)
+    engine = conn.engine
+    if engine not in _listening:
+        with _listen_lock:
+            if engine not in _listening:
+                sa.event.listen(engine, "commit", _end_of_transaction)
+                sa.event.listen(engine, "rollback", _end_of_transaction)
+                sa.event.listen(engine, "checkin", _end_of_checkout)
+                _listening.add(engine)
+
+
+_listen_lock = threading.Lock()
+
+
+def _end_of_transaction(conn: sa.Connection) -> None:
+    held = conn.info.pop(_HELD, None)
+    if held:
+        _release_locks(held, conn.connection.dbapi_connection)
+
+
+def _end_of_checkout(dbapi_connection: t.Any, record: t.Any) -> None:
+    held = record.info.pop(_HELD, None) if record is not None else None
+    if held:
+        _release_locks(held, dbapi_connection)
+
+
+def _release_locks(held: list[tuple[str, str, t.Any]], dbapi_connection: t.Any) -> None:
+    mysql_locks = False
+    for kind, key, url in held:
+        if kind == "file":
+            _file_locks(url).release(key)
+        else:
+            mysql_locks = True
+    if mysql_locks and dbapi_connection is not None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT RELEASE_ALL_LOCKS()")
+        finally:
+            cursor.close()
+
+
+class _FileLocks:
+    """Per-key locks of a SQLite database: a byte each of ``<database>-commands-locks``, per process
+    (``lockf``) and per thread (a set), so a process that dies frees its keys at once."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path + "-commands-locks"
+        self.fd: int | None = None
+        self.held: set[int] = set()
+        self.lock = threading.Lock()
+
+    def _offset(self, key: str) -> int:
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:6], "big")
+
+    def acquire(self, key: str) -> bool:
+        offset = self._offset(key)
+        with self.lock:
+            if offset in self.held:
+                return False
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            except OSError:
+                return False
+            self.held.add(offset)
+            return True
+
+    def release(self, key: str) -> None:
+        offset = self._offset(key)
+        with self.lock:
+            if offset in self.held and self.fd is not None:
+                self.held.discard(offset)
+                fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, offset)
+
+
+_file_locks_by_path: dict[tuple[int, str], _FileLocks] = {}
+
+
+def _file_locks(url: sa.URL) -> _FileLocks:
+    # Locks belong to a process: a forked child opens its own file (fcntl locks are not inherited).
+    path = os.path.realpath(url.database or "")
+    ident = (os.getpid(), path)
+    locks = _file_locks_by_path.get(ident)
+    if locks is None:
+        locks = _file_locks_by_path.setdefault(ident, _FileLocks(path))
+    return locks
 
 
 def _identity(url: sa.URL) -> tuple[t.Any, ...] | None:

@@ -95,11 +95,24 @@ class StoreUnavailable(Exception):
     """The database behind the store cannot be reached; try again later."""
 
 
+@t.runtime_checkable
 class Store(t.Protocol):
-    """Where idempotency records live; every method is safe to call from many threads at once."""
+    """Where idempotency records live; every method is safe to call from many threads at once.
 
-    def claim(self, key: str, fingerprint: str, *, lease: float) -> Claim:
-        """Claim ``key`` atomically for ``lease`` seconds, or say why not."""
+    Implement every method to plug in a store of your own (``COMMANDS_IDEMPOTENCY_STORE``); a
+    store that never shares the handlers' database returns ``False`` from :meth:`same_database`
+    and is never given a ``connection``.
+    """
+
+    def claim(
+        self, key: str, fingerprint: str, *, lease: float, connection: sqlalchemy.Connection | None = None
+    ) -> Claim:
+        """Claim ``key`` atomically for ``lease`` seconds, or say why not.
+
+        :param connection: claim inside this connection's open transaction (a store for which
+            :meth:`same_database` is true): the claim commits or rolls back with the handler's
+            writes, and a duplicate meanwhile gets :class:`InProgress` at once, never waiting.
+        """
         ...
 
     def complete(
@@ -120,13 +133,6 @@ class Store(t.Protocol):
         """
         ...
 
-    def attach_response(self, key: str, token: str, response: StoredResponse) -> None:
-        """Store ``response`` on the done record of ``token``'s claim.
-
-        :raises LeaseLost: there is no done record of ``token``'s claim.
-        """
-        ...
-
     def release(self, key: str, token: str) -> None:
         """Forget ``token``'s running claim after a fault, so a retry runs again; else do nothing."""
         ...
@@ -142,6 +148,10 @@ class Store(t.Protocol):
     def same_database(self, bind: sqlalchemy.Engine | sqlalchemy.Connection) -> bool:
         """Return whether ``bind`` reaches the store's database, so ``complete(connection=...)`` applies."""
         ...
+
+
+#: The methods of :class:`Store` the package calls; ``init_app`` refuses a store lacking any.
+STORE_METHODS = ("claim", "complete", "release", "get", "purge", "same_database")
 
 
 def fingerprint(kind: str, data: t.Mapping[str, t.Any]) -> str:
