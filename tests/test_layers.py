@@ -2,7 +2,9 @@
 
 A module imports only from lower layers (or its own, except layer 0, which imports nothing from
 the package). Imports under ``if t.TYPE_CHECKING:`` are type-only and ignored; imports inside
-functions count.
+functions count. No module calls a private name of another module's objects (a private method
+defined in another module's class, or another module's private function), nor imports another
+module's private names for typing.
 """
 
 from __future__ import annotations
@@ -137,6 +139,98 @@ def test_layers_no_upward_import(module: str) -> None:
     assert upward == [], f"{module} (layer {layer}) imports upward: {upward}"
 
 
+# Private names stay inside their module.
+
+#: Private names other modules may still call, until their owners make them public.
+ALLOWED_PRIVATE_CALLS = {"signals._send"}
+
+
+def _tree(module: str) -> ast.Module:
+    path = MODULES[module]
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_methods() -> dict[str, set[str]]:
+    """Private method name → the modules whose classes define it."""
+    found: dict[str, set[str]] = {}
+    for module in MODULES:
+        for node in ast.walk(_tree(module)):
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and _private(item.name):
+                        found.setdefault(item.name, set()).add(module)
+    return found
+
+
+PRIVATE_METHODS = _private_methods()
+
+
+def _module_aliases(module: str, tree: ast.Module) -> dict[str, str]:
+    """Local name → package module, for ``from . import signals`` and ``import flask_commands.x``."""
+    aliases = {}
+    is_package = MODULES[module].name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for alias, target in zip(node.names, _resolve(module, is_package, node), strict=False):
+                if target.endswith("." + alias.name):
+                    aliases[alias.asname or alias.name] = target
+    return aliases
+
+
+def _private_calls(module: str) -> list[str]:
+    """Calls in ``module`` of a private name of another module's objects (or of another module)."""
+    tree = _tree(module)
+    aliases = _module_aliases(module, tree)
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name, owner = node.func.attr, node.func.value
+        if not _private(name):
+            continue
+        if isinstance(owner, ast.Name) and owner.id in aliases:
+            target = aliases[owner.id]
+            if target != module and f"{owner.id}.{name}" not in ALLOWED_PRIVATE_CALLS:
+                found.append(f"line {node.lineno}: {owner.id}.{name}() of {target}")
+            continue
+        if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+            continue
+        if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
+            continue
+        defined_in = PRIVATE_METHODS.get(name, set())
+        if defined_in and module not in defined_in:
+            found.append(f"line {node.lineno}: .{name}() of {', '.join(sorted(defined_in))}")
+    return found
+
+
+def _type_only_private_imports(module: str) -> list[str]:
+    """Private names that ``module`` imports from another package module under ``if TYPE_CHECKING:``."""
+    tree = _tree(module)
+    runtime = {id(node) for node in _runtime_nodes(tree)}
+    is_package = MODULES[module].name == "__init__.py"
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and id(node) not in runtime:
+            for alias, target in zip(node.names, _resolve(module, is_package, node), strict=False):
+                if _private(alias.name) and target != module:
+                    found.append(f"line {node.lineno}: {alias.name} from {target}")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_layers_no_private_calls_across_modules(module: str) -> None:
+    assert _private_calls(module) == [], f"{module} calls private names of other modules"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_layers_no_type_only_private_imports(module: str) -> None:
+    assert _type_only_private_imports(module) == [], f"{module} imports private names for typing"
+
+
 # The checker itself.
 
 
@@ -183,3 +277,38 @@ def test_layers_type_checking_ignored() -> None:
     )
     imports = [n for n in _runtime_nodes(tree) if isinstance(n, ast.ImportFrom)]
     assert sorted(n.module or "" for n in imports) == ["extension", "forms"]
+
+
+def test_layers_private_call_caught(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = (
+        "from . import signals\n"
+        "def f(ext, sig):\n"
+        "    ext._state()\n"
+        "    signals._send(sig, None)\n"
+        "    signals._other()\n"
+    )
+    path = tmp_path / "fake.py"
+    path.write_text(source)
+    monkeypatch.setitem(MODULES, "flask_commands.fake", path)
+    monkeypatch.setitem(PRIVATE_METHODS, "_state", {"flask_commands.extension"})
+    assert _private_calls("flask_commands.fake") == [
+        "line 3: ._state() of flask_commands.extension",
+        "line 5: signals._other() of flask_commands.signals",
+    ]
+
+
+def test_layers_type_only_private_import_caught(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = (
+        "import typing as t\n"
+        "if t.TYPE_CHECKING:\n"
+        "    from .extension import _AppState\n"
+        "    from .handler import Handler\n"
+    )
+    path = tmp_path / "fake.py"
+    path.write_text(source)
+    monkeypatch.setitem(MODULES, "flask_commands.fake", path)
+    assert _type_only_private_imports("flask_commands.fake") == [
+        "line 3: _AppState from flask_commands.extension"
+    ]
