@@ -258,3 +258,17 @@ def test_http_render_failure_rolls_back_and_frees_key(http: tuple[flask.Flask, d
     assert rows(gate) == 0
     assert app.test_client().post("/posts", **post).status_code == 201
     assert rows(gate) == 1
+
+
+def test_store_engine_pings_and_limits_statements(url: str) -> None:
+    store = SQLAlchemyStore(url, table=unique("idem"), statement_timeout=3.0)
+    engine = store._engine
+    try:
+        assert engine.pool._pre_ping
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "3s"
+            elif engine.dialect.name == "mysql":
+                assert float(conn.exec_driver_sql("SELECT @@max_statement_time").scalar()) == 3.0
+    finally:
+        store.dispose()

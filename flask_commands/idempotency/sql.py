@@ -95,6 +95,12 @@ class SQLAlchemyStore:
 
     :param engine_or_url: an engine, or a database URL for the store to create one.
     :param table: the name of the table.
+    :param connect_timeout: seconds to wait for a connection to a server (an engine the store
+        creates from a URL; its pool also pings a connection before reusing it, so a restarted
+        database costs no failed request). A ``connect_timeout`` in the URL wins.
+    :param statement_timeout: seconds one of the store's own statements may run (PostgreSQL's
+        ``statement_timeout``, MariaDB's ``max_statement_time``; SQLite waits this long for its
+        write lock). Its statements inside a handler's transaction follow the handler's engine.
     :raises ValueError: the database is not SQLite, PostgreSQL or MariaDB/MySQL.
     """
 
@@ -102,7 +108,12 @@ class SQLAlchemyStore:
     """The store's table, in its own :class:`~sqlalchemy.MetaData`."""
 
     def __init__(
-        self, engine_or_url: sa.Engine | sa.URL | str, *, table: str = "commands_idempotency"
+        self,
+        engine_or_url: sa.Engine | sa.URL | str,
+        *,
+        table: str = "commands_idempotency",
+        connect_timeout: float = 10.0,
+        statement_timeout: float = 10.0,
     ) -> None:
         url = engine_or_url.url if isinstance(engine_or_url, sa.Engine) else sa.make_url(engine_or_url)
         if url.get_backend_name() not in _DIALECTS:
@@ -115,7 +126,7 @@ class SQLAlchemyStore:
             self._owns_engine = False
             self._autocommit: sa.Engine = engine_or_url.execution_options(isolation_level="AUTOCOMMIT")
         else:
-            self._engine = _create_engine(url)
+            self._engine = _create_engine(url, connect_timeout, statement_timeout)
             self._owns_engine = True
             self._autocommit = self._engine
         self.table = _make_table(table, sa.MetaData())
@@ -457,21 +468,46 @@ def _response_params(response: StoredResponse) -> dict[str, t.Any]:
     }
 
 
-def _create_engine(url: sa.URL) -> sa.Engine:
+def _create_engine(url: sa.URL, connect_timeout: float, statement_timeout: float) -> sa.Engine:
     connect_args: dict[str, t.Any] = {}
     backend = url.get_backend_name()
     if backend == "postgresql" and url.get_driver_name() in _LIBPQ_DRIVERS:
         if "connect_timeout" not in url.query:
             # libpq waits for the operating system's TCP timeout (minutes) by default.
-            connect_args["connect_timeout"] = 10
+            connect_args["connect_timeout"] = max(1, round(connect_timeout))
         if "options" not in url.query:
             # The store's own commits need not wait for the disk: PostgreSQL writes one log in
             # order, so the handler's commit flushes every claim made before it. A crash can only
             # forget a claim whose handler never committed, and its retry then runs, as it should.
-            connect_args["options"] = "-c synchronous_commit=off"
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
+            timeout = round(statement_timeout * 1000)
+            connect_args["options"] = f"-c synchronous_commit=off -c statement_timeout={timeout}"
+    elif backend in ("mysql", "mariadb"):
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = max(1, round(connect_timeout))
+    elif backend == "sqlite" and "timeout" not in url.query:
+        connect_args["timeout"] = statement_timeout
+    engine = sa.create_engine(
+        url, isolation_level="AUTOCOMMIT", connect_args=connect_args, pool_pre_ping=True
+    )
     if backend == "sqlite" and url.database not in (None, "", ":memory:"):
         sa.event.listen(engine, "connect", _sqlite_wal)
+    if backend in ("mysql", "mariadb"):
+
+        def limit(dbapi_connection: t.Any, connection_record: t.Any) -> None:
+            # MariaDB's max_statement_time is in seconds; MySQL's max_execution_time in
+            # milliseconds (and for SELECT only).
+            info = str(getattr(dbapi_connection, "get_server_info", lambda: "")())
+            if "mariadb" in info.lower():
+                statement = f"SET SESSION max_statement_time={statement_timeout:g}"
+            else:
+                statement = f"SET SESSION max_execution_time={round(statement_timeout * 1000)}"
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+
+        sa.event.listen(engine, "connect", limit)
     return engine
 
 
