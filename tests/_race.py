@@ -60,6 +60,19 @@ def handle(store: Store, engine: sa.Engine, side: sa.Table, key: str, lease: flo
     return type(claim).__name__
 
 
+def handle_in_transaction(
+    store: Store, engine: sa.Engine, side: sa.Table, key: str, lease: float, worker: int
+) -> str:
+    """Claim ``key`` inside the handler's transaction; if acquired, run and complete before its commit."""
+    with engine.begin() as conn:
+        claim = store.claim(key, FINGERPRINT, lease=lease, connection=conn)
+        if isinstance(claim, Acquired):
+            conn.execute(side.insert().values(ikey=key, worker=worker))
+            time.sleep(0.05)
+            store.complete(key, claim.token, outcome="ok", ttl=600.0, connection=conn)
+    return type(claim).__name__
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """What one racer does: claim each of ``keys`` in turn on the store at ``url``."""
@@ -69,6 +82,7 @@ class Job:
     side: str
     keys: tuple[str, ...]
     lease: float = 30.0
+    in_transaction: bool = False
 
 
 Result = tuple[int, list[str] | str]
@@ -109,7 +123,8 @@ def _run(index: int, job: Job, barrier: multiprocessing.synchronize.Barrier) -> 
             barrier.abort()
             raise
         barrier.wait(BARRIER_TIMEOUT)
-        return [handle(store, engine, side, key, job.lease, index) for key in job.keys]
+        run = handle_in_transaction if job.in_transaction else handle
+        return [run(store, engine, side, key, job.lease, index) for key in job.keys]
     finally:
         engine.dispose()
 

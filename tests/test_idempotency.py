@@ -732,12 +732,19 @@ def racers() -> t.Iterator[_race.Racers]:
 
 
 def _race_and_check(
-    racers: _race.Racers, db_url: str, db: sa.Engine, side: sa.Table, keys: list[tuple[str, ...]]
+    racers: _race.Racers,
+    db_url: str,
+    db: sa.Engine,
+    side: sa.Table,
+    keys: list[tuple[str, ...]],
+    in_transaction: bool = False,
 ) -> None:
     table = unique("idem")
     store = SQLAlchemyStore(db, table=table)
     try:
-        kinds = racers.run([_race.Job(db_url, table, side.name, k) for k in keys])
+        kinds = racers.run(
+            [_race.Job(db_url, table, side.name, k, in_transaction=in_transaction) for k in keys]
+        )
         per_key: dict[str, list[str]] = {}
         for worker_keys, worker_kinds in zip(keys, kinds, strict=True):
             for key, kind in zip(worker_keys, worker_kinds, strict=True):
@@ -764,6 +771,28 @@ def test_race_processes_many_keys(db_url: str, db: sa.Engine, side: sa.Table, ra
     keys = [f"key-{i}" for i in range(16)]
     _race_and_check(
         racers, db_url, db, side, [(keys[w % 16], keys[(w + 8) % 16]) for w in range(racers.size)]
+    )
+
+
+def test_race_processes_one_key_in_transaction(
+    db_url: str, db: sa.Engine, side: sa.Table, racers: _race.Racers
+) -> None:
+    """64 processes claim one key inside their transactions: one runs, the others never wait for it."""
+    _race_and_check(racers, db_url, db, side, [("only",)] * racers.size, in_transaction=True)
+
+
+def test_race_processes_many_keys_in_transaction(
+    db_url: str, db: sa.Engine, side: sa.Table, racers: _race.Racers
+) -> None:
+    """16 keys, each claimed by 8 of the 64 processes inside their transactions: each effect once."""
+    keys = [f"key-{i}" for i in range(16)]
+    _race_and_check(
+        racers,
+        db_url,
+        db,
+        side,
+        [(keys[w % 16], keys[(w + 8) % 16]) for w in range(racers.size)],
+        in_transaction=True,
     )
 
 
