@@ -40,6 +40,7 @@ from .errors import Rejected
 from .idempotency.store import Acquired
 from .idempotency.store import Claim
 from .idempotency.store import InProgress
+from .idempotency.store import LeaseLost
 from .idempotency.store import Mismatch
 from .idempotency.store import OutcomeKind
 from .idempotency.store import Record
@@ -219,6 +220,7 @@ def _execute(
     store = state.store
     deadline = time.monotonic() + wait
     pause = 0.05
+    lost = 0
     try:
         while True:
             session = _shared_session(handler, store)
@@ -236,6 +238,9 @@ def _execute(
             if isinstance(ended, Mismatch):
                 return answers.mismatch()
             assert isinstance(ended, InProgress)  # a claim is Acquired only inside a run
+            if ended.retry_after == 0.0 and lost < 3:
+                lost += 1  # lost a race that has just ended: look again at once
+                continue
             if time.monotonic() + pause > deadline:
                 return answers.in_progress(ended.retry_after)
             time.sleep(pause)
@@ -302,6 +307,10 @@ def _one_transaction(
         handler.run(builder, claim=claim, finish=finish)
     except _NotOurs as e:
         return e.claim
+    except LeaseLost:
+        # A duplicate whose claim began before ours committed its record first: our writes are
+        # rolled back, and the next round replays its outcome.
+        return InProgress(retry_after=0.0)
     except _Fault as e:
         return _Answered(t.cast(T, e.answer))
     except (Conflict, Rejected) as e:

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from flask_commands.idempotency.sql import SQLAlchemyStore
 from flask_commands.idempotency.store import Acquired
+from flask_commands.idempotency.store import LeaseLost
 from flask_commands.idempotency.store import Store
 
 _PRELOAD = [
@@ -64,12 +65,16 @@ def handle_in_transaction(
     store: Store, engine: sa.Engine, side: sa.Table, key: str, lease: float, worker: int
 ) -> str:
     """Claim ``key`` inside the handler's transaction; if acquired, run and complete before its commit."""
-    with engine.begin() as conn:
-        claim = store.claim(key, FINGERPRINT, lease=lease, connection=conn)
-        if isinstance(claim, Acquired):
-            conn.execute(side.insert().values(ikey=key, worker=worker))
-            time.sleep(0.05)
-            store.complete(key, claim.token, outcome="ok", ttl=600.0, connection=conn)
+    try:
+        with engine.begin() as conn:
+            claim = store.claim(key, FINGERPRINT, lease=lease, connection=conn)
+            if isinstance(claim, Acquired):
+                conn.execute(side.insert().values(ikey=key, worker=worker))
+                time.sleep(0.05)
+                store.complete(key, claim.token, outcome="ok", ttl=600.0, connection=conn)
+    except LeaseLost:
+        # Another claimant committed the key while we ran: our writes roll back with the claim.
+        return "Lost"
     return type(claim).__name__
 
 

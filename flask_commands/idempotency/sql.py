@@ -217,6 +217,8 @@ class SQLAlchemyStore:
         token = secrets.token_hex(16)
         params = {"k": self._key(key), "fp": fingerprint, "tok": token, "exp": now + lease}
         dialect = conn.dialect.name
+        if dialect == "postgresql":
+            return self._claim_in_postgresql(conn, key, fingerprint, now)
         if dialect == "sqlite":
             locked = _file_locks(self._engine.url).acquire(key)
             if locked:
@@ -248,6 +250,25 @@ class SQLAlchemyStore:
             return Acquired(token)
         return InProgress(retry_after=0.1)
 
+    def _claim_in_postgresql(self, conn: sa.Connection, key: str, fingerprint: str, now: float) -> Claim:
+        """One statement: take the key's advisory lock and read its record; write nothing yet.
+
+        The record is inserted by :meth:`complete`, last in the transaction; the lock keeps other
+        claimants out until the transaction ends, and the insert refuses a record committed
+        meanwhile (by a claimant whose snapshot predates ours), so the handler never runs twice.
+        """
+        params = {"k": key, "lk": _lock_id(key, "postgresql")}
+        row = conn.execute(self._statements.lock_and_read, params).one()
+        if row.fingerprint is not None:
+            decision = _decide(_record(key, row), row.expires_at, fingerprint, now)
+            if decision is not None:
+                return decision
+        if not row.locked:
+            return InProgress(retry_after=0.1)
+        token = _IN_TRANSACTION + secrets.token_hex(15)
+        _claims(conn)[key] = (token, fingerprint)
+        return Acquired(token)
+
     def complete(
         self,
         key: str,
@@ -278,7 +299,18 @@ class SQLAlchemyStore:
         else:
             statement = self._statements.complete_with_response
             params.update(_response_params(response))
-        if connection is not None:
+        if connection is not None and token.startswith(_IN_TRANSACTION):
+            # Claimed by _claim_in_postgresql: the record is written now, for the first time.
+            claimed = _claims(connection).pop(key, None)
+            if claimed is None or claimed[0] != token:
+                raise LeaseLost(
+                    f"idempotency key {key!r} was not claimed by token {token!r} on {connection!r}."
+                )
+            params.update(fp=claimed[1], now=self._clock())
+            if response is None:
+                params.update(status=None, headers=None, body=None)
+            rowcount = 1 if connection.execute(self._statements.record, params).first() is not None else 0
+        elif connection is not None:
             self._ensure_table()
             rowcount = connection.execute(statement, params).rowcount
         else:
@@ -428,6 +460,32 @@ class _Statements:
             else:
                 self.insert_locked = sa.insert(table).prefix_with("IGNORE").from_select(columns, values)
             self.take_over_locked = self.take_over.where(locked)
+        if dialect == "postgresql":
+            # One statement per claim inside a handler's transaction: the lock, and the record if
+            # any (NULLs if none); the record is inserted at the end, replacing only an expired one.
+            one = sa.select(sa.literal(1).label("one")).subquery("one")
+            lock = sa.func.pg_try_advisory_xact_lock(sa.bindparam("lk", type_=sa.BigInteger()))
+            self.lock_and_read = sa.select(
+                lock.label("locked"), c.fingerprint, c.outcome, c.expires_at, c.status, c.headers, c.body
+            ).select_from(one.outerjoin(table, by_key))
+            record = postgresql.insert(table).values(
+                key=sa.bindparam("k"),
+                fingerprint=sa.bindparam("fp"),
+                token=sa.bindparam("tok"),
+                outcome=sa.bindparam("outcome"),
+                expires_at=sa.bindparam("exp"),
+                status=sa.bindparam("status"),
+                headers=sa.bindparam("headers"),
+                body=sa.bindparam("body"),
+            )
+            self.record = record.on_conflict_do_update(
+                index_elements=[c.key],
+                set_={
+                    name: record.excluded[name]
+                    for name in ("fingerprint", "token", "outcome", "expires_at", "status", "headers", "body")
+                },
+                where=c.expires_at <= sa.bindparam("now"),
+            ).returning(c.key)
         self.select = sa.select(c.fingerprint, c.outcome, c.expires_at, c.status, c.headers, c.body).where(
             by_key
         )
@@ -536,6 +594,21 @@ def _dispose_after_fork(engine: sa.Engine) -> None:
             engine.dispose(close=False)
 
     os.register_at_fork(after_in_child=after_in_child)
+
+
+# Tokens of claims that wrote nothing yet (PostgreSQL, inside a handler's transaction), and
+# where the connection keeps them until complete() writes the record.
+_IN_TRANSACTION = "tx"
+_CLAIMS = "commands_claims"
+
+
+def _claims(conn: sa.Connection) -> dict[str, tuple[str, str]]:
+    """The claims of ``conn``'s current transaction (those of an earlier one are forgotten)."""
+    transaction = conn.get_transaction()
+    entry = conn.info.get(_CLAIMS)
+    if entry is None or entry[0] is not transaction:
+        entry = conn.info[_CLAIMS] = (transaction, {})
+    return t.cast("dict[str, tuple[str, str]]", entry[1])
 
 
 # Per-key locks of claims made inside a handler's transaction, on MariaDB/MySQL and SQLite,
