@@ -30,6 +30,7 @@ from flask_commands import handler
 from flask_commands.idempotency.sql import SQLAlchemyStore
 from flask_commands.idempotency.store import Acquired
 from flask_commands.idempotency.store import InProgress
+from flask_commands.idempotency.store import LeaseLost
 from flask_commands.idempotency.store import Mismatch
 from flask_commands.idempotency.store import Replay
 
@@ -272,3 +273,38 @@ def test_store_engine_pings_and_limits_statements(url: str) -> None:
                 assert float(conn.exec_driver_sql("SELECT @@max_statement_time").scalar()) == 3.0
     finally:
         store.dispose()
+
+
+def test_record_committed_meanwhile_refused(store: SQLAlchemyStore, engine: sa.Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL's claim writes nothing before the record")
+    with engine.connect() as first:
+        first.begin()
+        claim = claim_in(store, first)
+        assert isinstance(claim, Acquired)
+        # A claimant whose snapshot predated our claim's lock committed the key meanwhile.
+        other = store.claim("k", FP, lease=30.0)
+        assert isinstance(other, Acquired)
+        store.complete("k", other.token, outcome="ok", ttl=60.0, response=RESPONSE)
+        with pytest.raises(LeaseLost):
+            store.complete("k", claim.token, outcome="ok", ttl=60.0, response=RESPONSE, connection=first)
+        first.rollback()
+    record = store.get("k")
+    assert record is not None
+    assert record.response == RESPONSE
+
+
+def test_expired_record_replaced_inside_transaction(store: SQLAlchemyStore, engine: sa.Engine) -> None:
+    old = store.claim("k", OTHER_FP, lease=30.0)
+    assert isinstance(old, Acquired)
+    store.complete("k", old.token, outcome="ok", ttl=60.0)
+    store._clock = lambda: 4_000_000_000.0  # long after the record's TTL
+    with engine.connect() as conn:
+        conn.begin()
+        claim = claim_in(store, conn)
+        assert isinstance(claim, Acquired)
+        store.complete("k", claim.token, outcome="ok", ttl=60.0, response=RESPONSE, connection=conn)
+        conn.commit()
+    record = store.get("k")
+    assert record is not None
+    assert (record.fingerprint, record.response) == (FP, RESPONSE)
