@@ -26,6 +26,7 @@ from test_idempotency import unique
 from flask_commands import Command
 from flask_commands import Commands
 from flask_commands import command_view
+from flask_commands import field
 from flask_commands import handler
 from flask_commands.idempotency.sql import SQLAlchemyStore
 from flask_commands.idempotency.store import Acquired
@@ -308,3 +309,46 @@ def test_expired_record_replaced_inside_transaction(store: SQLAlchemyStore, engi
     record = store.get("k")
     assert record is not None
     assert (record.fingerprint, record.response) == (FP, RESPONSE)
+
+
+class Remove(Command):
+    item_id: int = field(trusted=True)
+
+
+def test_http_retried_keyed_delete_replays_204(store: SQLAlchemyStore, engine: sa.Engine) -> None:
+    items = sa.Table(unique("items"), sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    items.create(engine)
+    session = orm.scoped_session(orm.sessionmaker(engine))
+    try:
+        with engine.begin() as conn:
+            conn.execute(items.insert().values(id=18))
+
+        @handler(Remove, transaction=session)
+        def remove(cmd: Remove) -> None:
+            session.execute(items.delete().where(items.c.id == cmd.item_id))
+
+        def item(item_id: int) -> dict[str, int]:
+            if session.execute(sa.select(items.c.id).where(items.c.id == item_id)).first() is None:
+                flask.abort(404)
+            return {"item_id": item_id}
+
+        app = flask.Flask(__name__)
+        app.config["COMMANDS_IDEMPOTENCY_STORE"] = store
+        Commands(app)
+        app.teardown_appcontext(lambda exc: session.remove())
+
+        @app.route("/items/<int:item_id>", methods=["DELETE"])
+        @command_view(Remove, remove, trusted=item)
+        def delete(result: None, cmd: Remove, item_id: int) -> t.Any:
+            return "", 204
+
+        client = app.test_client()
+        key = {"Idempotency-Key": "del-18"}
+        first = client.delete("/items/18", headers=key)
+        retried = client.delete("/items/18", headers=key)
+        unkeyed = client.delete("/items/18")
+        assert (first.status_code, retried.status_code, unkeyed.status_code) == (204, 204, 404)
+        assert retried.headers["Idempotent-Replayed"] == "true"
+    finally:
+        session.remove()
+        items.drop(engine)
