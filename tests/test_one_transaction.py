@@ -7,11 +7,20 @@ frees the key at once; a commit makes the record replayable.
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import multiprocessing
 import os
+import pathlib
 import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import typing as t
+import urllib.error
+import urllib.request
 
 import flask
 import pytest
@@ -352,3 +361,100 @@ def test_http_retried_keyed_delete_replays_204(store: SQLAlchemyStore, engine: s
     finally:
         session.remove()
         items.drop(engine)
+
+
+# 32 concurrent posts with one key, to 4 gunicorn workers.
+
+
+@pytest.fixture
+def served(url: str, engine: sa.Engine, store: SQLAlchemyStore) -> t.Iterator[tuple[str, sa.Table]]:
+    posts = sa.Table(
+        unique("posts"),
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("text", sa.String(50)),
+    )
+    posts.create(engine)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "RACE_URL": url, "RACE_POSTS": posts.name, "RACE_STORE": store.table.name}
+    tests = pathlib.Path(__file__).parent
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "4",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(tests),
+            "race_app:app",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(base + "/nowhere", timeout=1)
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield base, posts
+    finally:
+        server.terminate()
+        server.wait(30)
+        posts.drop(engine)
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: t.Any, **kwargs: t.Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=60) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _race(url: str, body: bytes, headers: dict[str, str]) -> list[tuple[int, dict[str, str], bytes]]:
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        return list(pool.map(lambda _: _post(url, body, headers), range(32)))
+
+
+def _count(engine: sa.Engine, posts: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(posts)).scalar_one())
+
+
+def test_race_http_json_one_key(served: tuple[str, sa.Table], engine: sa.Engine) -> None:
+    base, posts = served
+    answers = _race(
+        base + "/posts", b'{"text": "a"}', {"Content-Type": "application/json", "Idempotency-Key": "race-1"}
+    )
+    statuses = sorted(status for status, _, _ in answers)
+    codes = {json.loads(body).get("code") for status, _, body in answers if status == 409}
+    replayed = [h for status, h, _ in answers if status == 201 and h.get("Idempotent-Replayed") == "true"]
+    assert set(statuses) <= {201, 409}, statuses
+    assert statuses.count(201) - len(replayed) == 1
+    assert codes <= {"in_progress"}
+    assert _count(engine, posts) == 1
+
+
+def test_race_http_forms_one_id(served: tuple[str, sa.Table], engine: sa.Engine) -> None:
+    base, posts = served
+    body = b"text=a&id=6c1f1e0e-3a57-4a0b-9d0e-2f0a4cf0c3b1"
+    answers = _race(base + "/posts", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert [(status, h.get("Location")) for status, h, _ in answers] == [(303, "/done")] * 32
+    assert _count(engine, posts) == 1
