@@ -181,17 +181,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--broker", default=BROKER, help="the Redis broker URL")
+    parser.add_argument("--database", default=DATABASE, help="the PostgreSQL URL of the work and the store")
     args = parser.parse_args()
 
     run = uuid.uuid4().hex[:10]
     queue = f"bench-jobs-{run}"
     os.environ.update(
-        {"BENCH_RUN": run, "BENCH_QUEUE": queue, "BENCH_BROKER": BROKER, "BENCH_DATABASE": DATABASE}
+        {"BENCH_RUN": run, "BENCH_QUEUE": queue, "BENCH_BROKER": args.broker, "BENCH_DATABASE": args.database}
     )
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     import jobs as module  # this file as the worker imports it, so the handler's name matches
 
-    db = sa.create_engine(DATABASE)
+    db = sa.create_engine(args.database)
     metadata, table = _tables(run)
     metadata.create_all(db)
     store = module.flask_app.config["COMMANDS_IDEMPOTENCY_STORE"]

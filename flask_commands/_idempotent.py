@@ -117,9 +117,26 @@ def scoped_key(command: type[Command], key: str, scope: str = "") -> str:
 
 def command_fingerprint(cmd: Command) -> str:
     """Hash of the command type and its values, without ``id`` and ``issued_at`` (jobs, CLI, tests)."""
-    values = cmd.to_dict()
-    del values["id"], values["issued_at"]
-    return _digest(type_name(type(cmd)), values)
+    cls = type(cmd)
+    shape = _shapes.get(cls)
+    if shape is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("id", "issued_at"))
+        shape = _shapes[cls] = (type_name(cls), names)
+    kind, names = shape
+    values = [getattr(cmd, name) for name in names]
+    if all(type(value) in _PLAIN for value in values):
+        # The common case, without to_dict(): JSON's own values, in declaration order.
+        text = json.dumps(
+            [kind, dict(zip(names, values, strict=True))], sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    data = cmd.to_dict()
+    del data["id"], data["issued_at"]
+    return _digest(kind, data)
+
+
+_shapes: dict[type[Command], tuple[str, tuple[str, ...]]] = {}
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def request_fingerprint(data: t.Mapping[str, t.Any], view_args: t.Mapping[str, t.Any]) -> str:
@@ -135,9 +152,12 @@ def request_fingerprint(data: t.Mapping[str, t.Any], view_args: t.Mapping[str, t
     return _digest(request.method, [url, query, body])
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _digest(kind: str, data: t.Any) -> str:
     try:
-        text = json.dumps([kind, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _ENCODER.encode([kind, data])
     except (TypeError, ValueError):
         text = _codec.dumps([kind, data])
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
