@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import typing as t
 
@@ -343,3 +344,26 @@ def test_sql_store_one_transaction_render_failure_frees_key(tmp_path: t.Any) -> 
     engine.dispose()
     store.dispose()
     store.dispose()
+
+
+def test_command_fingerprint_plain_and_rich_values() -> None:
+    import decimal
+
+    from flask_commands._idempotent import command_fingerprint
+
+    class Plain(Command):
+        title: str
+        order: int = 0
+
+    class Rich(Command):
+        amount: decimal.Decimal
+
+    assert command_fingerprint(Plain(title="a")) == command_fingerprint(Plain(title="a"))
+    assert command_fingerprint(Plain(title="a")) != command_fingerprint(Plain(title="a", order=1))
+    assert command_fingerprint(Rich(amount=decimal.Decimal("1.5"))) == command_fingerprint(
+        Rich(amount=decimal.Decimal("1.5"))
+    )
+    assert command_fingerprint(Rich(amount=decimal.Decimal("1.5"))) != command_fingerprint(
+        Rich(amount=decimal.Decimal("2"))
+    )
+    assert re.fullmatch(r"[0-9a-f]{64}", command_fingerprint(Plain(title="a")))
