@@ -367,3 +367,35 @@ def test_command_fingerprint_plain_and_rich_values() -> None:
         Rich(amount=decimal.Decimal("2"))
     )
     assert re.fullmatch(r"[0-9a-f]{64}", command_fingerprint(Plain(title="a")))
+
+
+def test_stored_refusal_is_the_live_problem() -> None:
+    import json
+
+    from flask_commands import Rejected
+    from flask_commands._idempotent import scoped_key
+    from flask_commands.problem import problem
+    from flask_commands.state import app_state
+
+    class Loud(Command):
+        text: str
+
+    @handler(Loud)
+    def loud(cmd: Loud) -> None:
+        raise Rejected("No shouting.", code="shouting")
+
+    app = flask.Flask(__name__)
+    Commands(app)
+    cmd = Loud(text="HI")
+    with app.app_context():
+        for _ in range(2):  # run, then replayed from the store
+            with pytest.raises(Rejected) as exc_info:
+                loud.handle(cmd)
+            assert (exc_info.value.code, exc_info.value.message) == ("shouting", "No shouting.")
+        record = app_state(app).store.get(scoped_key(Loud, str(cmd.id)))
+        live = problem(422, detail="No shouting.", code="shouting")
+    assert record is not None
+    assert record.outcome == "rejected"
+    assert record.response is not None
+    assert json.loads(record.response.body) == live.json
+    assert json.loads(record.response.body)["title"] == "Unprocessable Content"
