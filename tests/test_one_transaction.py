@@ -286,8 +286,8 @@ def test_store_engine_pings_and_limits_statements(url: str) -> None:
 
 
 def test_record_committed_meanwhile_refused(store: SQLAlchemyStore, engine: sa.Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL's claim writes nothing before the record")
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's writer would wait for our read transaction to end")
     with engine.connect() as first:
         first.begin()
         claim = claim_in(store, first)

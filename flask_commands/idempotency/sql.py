@@ -6,8 +6,14 @@ Every state change is one atomic statement, never a check followed by a write:
   on MariaDB/MySQL) takes a new key in one statement. Otherwise the row is read to tell the
   duplicate why, and an expired row is taken over by ``UPDATE … WHERE key = ? AND expires_at <=
   now``, which only one claimant can win.
-- complete: ``UPDATE … WHERE key = ? AND token = ? AND outcome IS NULL``, on the handler's own
-  connection when given, so it commits or rolls back with the handler's writes.
+- complete: ``UPDATE … WHERE key = ? AND token = ? AND outcome IS NULL``.
+
+Inside a handler's transaction (``claim(connection=...)``, a store on the handler's database)
+the claim writes nothing: one ``SELECT`` takes the key's lock without waiting
+(``pg_try_advisory_xact_lock``, ``GET_LOCK(name, 0)``, or a ``lockf`` byte of the SQLite sidecar
+file ``<database>-commands-locks``) and reads its record; ``complete(connection=...)`` then
+inserts the record, last in the transaction, refusing one committed meanwhile. A rollback, or
+the death of the process, leaves nothing behind.
 
 The store's own statements run in autocommit mode: each is a transaction by itself, and no
 ``BEGIN``/``COMMIT`` round trips are spent around them. Times are epoch seconds (UTC) from the
@@ -211,60 +217,42 @@ class SQLAlchemyStore:
         return InProgress(retry_after=0.0)
 
     def _claim_in(self, conn: sa.Connection, key: str, fingerprint: str, lease: float) -> Claim:
-        """Claim ``key`` inside ``conn``'s transaction, behind a lock that a duplicate never waits for."""
+        """Claim ``key`` inside ``conn``'s transaction: take its lock and read its record; write nothing yet.
+
+        One statement on PostgreSQL and MariaDB (the lock is taken by the ``SELECT``); on SQLite
+        a byte of the sidecar file is locked first. The record is inserted by :meth:`complete`,
+        last in the transaction. The lock keeps other claimants out until the transaction ends
+        (PostgreSQL) or its connection returns to the pool (MariaDB, SQLite: after the commit or
+        rollback), and the insert refuses a record committed meanwhile (by a claimant whose
+        snapshot predates our lock), so the handler never runs twice.
+        """
         statements = self._statements
-        now = self._clock()
-        token = secrets.token_hex(16)
-        params = {"k": self._key(key), "fp": fingerprint, "tok": token, "exp": now + lease}
         dialect = conn.dialect.name
-        if dialect == "postgresql":
-            return self._claim_in_postgresql(conn, key, fingerprint, now)
+        params: dict[str, t.Any] = {"k": self._key(key)}
+        row: t.Any
         if dialect == "sqlite":
             locked = _file_locks(self._engine.url).acquire(key)
             if locked:
                 _hold(conn, ("file", key, self._engine.url))
-                if statements.insert_new(conn, params):
-                    return Acquired(token)
+            row = conn.execute(statements.select, params).first()
         else:
             params["lk"] = _lock_id(key, dialect)
-            if dialect == "postgresql":
-                inserted = conn.execute(statements.insert_locked, params).first() is not None
-            else:
+            if dialect != "postgresql":
                 _hold(conn, ("mysql", key, None))
-                inserted = conn.execute(statements.insert_locked, params).rowcount == 1
-            if inserted:
-                return Acquired(token)
-            locked = None  # unknown: the row may exist, or the lock be another's
-        row = conn.execute(statements.select, params).first()
-        if row is None:
-            return InProgress(retry_after=0.1)  # the lock is held by a running transaction
+            row = conn.execute(statements.lock_and_read, params).one()
+            locked = bool(row.locked)
+            if row.fingerprint is None:
+                row = None
         now = self._clock()
-        decision = _decide(_record(key, row), row.expires_at, fingerprint, now)
-        if decision is not None:
-            return decision
-        if locked is False:
-            return InProgress(retry_after=0.1)
-        params.update(now=now, exp=now + lease)
-        statement = statements.take_over if dialect == "sqlite" else statements.take_over_locked
-        if conn.execute(statement, params).rowcount == 1:
-            return Acquired(token)
-        return InProgress(retry_after=0.1)
-
-    def _claim_in_postgresql(self, conn: sa.Connection, key: str, fingerprint: str, now: float) -> Claim:
-        """One statement: take the key's advisory lock and read its record; write nothing yet.
-
-        The record is inserted by :meth:`complete`, last in the transaction; the lock keeps other
-        claimants out until the transaction ends, and the insert refuses a record committed
-        meanwhile (by a claimant whose snapshot predates ours), so the handler never runs twice.
-        """
-        params = {"k": key, "lk": _lock_id(key, "postgresql")}
-        row = conn.execute(self._statements.lock_and_read, params).one()
-        if row.fingerprint is not None:
+        if row is not None:
             decision = _decide(_record(key, row), row.expires_at, fingerprint, now)
             if decision is not None:
                 return decision
-        if not row.locked:
+        if not locked:
             return InProgress(retry_after=0.1)
+        if row is not None and dialect not in ("postgresql", "sqlite"):
+            # An expired record: MariaDB's insert cannot replace it only when expired, so it goes now.
+            conn.execute(statements.delete_expired, {**params, "now": now})
         token = _IN_TRANSACTION + secrets.token_hex(15)
         _claims(conn)[key] = (token, fingerprint)
         return Acquired(token)
@@ -309,7 +297,13 @@ class SQLAlchemyStore:
             params.update(fp=claimed[1], now=self._clock())
             if response is None:
                 params.update(status=None, headers=None, body=None)
-            rowcount = 1 if connection.execute(self._statements.record, params).first() is not None else 0
+            if connection.dialect.name in ("postgresql", "sqlite"):
+                rowcount = 1 if connection.execute(self._statements.record, params).first() is not None else 0
+            else:
+                try:
+                    rowcount = connection.execute(self._statements.record, params).rowcount
+                except sa.exc.IntegrityError:
+                    rowcount = 0  # a duplicate key: the record was committed meanwhile
         elif connection is not None:
             self._ensure_table()
             rowcount = connection.execute(statement, params).rowcount
@@ -433,59 +427,40 @@ class _Statements:
                 **cleared,
             )
         )
-        # The claim inside a handler's transaction: insert only when the key's lock is ours,
-        # never waiting for it (see SQLAlchemyStore._claim_in).
-        self.insert_locked: sa.Insert = self.insert  # SQLite locks a file first
-        self.take_over_locked: sa.Update = self.take_over
-        if dialect in ("postgresql", "mysql", "mariadb"):
-            locked: sa.ColumnElement[t.Any]
-            if dialect == "postgresql":
-                locked = sa.func.pg_try_advisory_xact_lock(sa.bindparam("lk", type_=sa.BigInteger()))
-            else:
-                locked = sa.func.get_lock(sa.bindparam("lk", type_=sa.String()), 0) == 1
-            values = sa.select(
-                sa.bindparam("k", type_=c.key.type),
-                sa.bindparam("fp", type_=c.fingerprint.type),
-                sa.bindparam("tok", type_=c.token.type),
-                sa.bindparam("exp", type_=c.expires_at.type),
-            ).where(locked)
-            columns = ["key", "fingerprint", "token", "expires_at"]
-            if dialect == "postgresql":
-                self.insert_locked = (
-                    postgresql.insert(table)
-                    .from_select(columns, values)
-                    .on_conflict_do_nothing()
-                    .returning(c.key)
-                )
-            else:
-                self.insert_locked = sa.insert(table).prefix_with("IGNORE").from_select(columns, values)
-            self.take_over_locked = self.take_over.where(locked)
+        # One statement per claim inside a handler's transaction: the lock, and the record if any
+        # (NULLs if none); the record is inserted at the end, replacing only an expired one.
+        one = sa.select(sa.literal(1).label("one")).subquery("one")
+        read = (c.fingerprint, c.outcome, c.expires_at, c.status, c.headers, c.body)
+        lock: sa.ColumnElement[t.Any]
         if dialect == "postgresql":
-            # One statement per claim inside a handler's transaction: the lock, and the record if
-            # any (NULLs if none); the record is inserted at the end, replacing only an expired one.
-            one = sa.select(sa.literal(1).label("one")).subquery("one")
             lock = sa.func.pg_try_advisory_xact_lock(sa.bindparam("lk", type_=sa.BigInteger()))
-            self.lock_and_read = sa.select(
-                lock.label("locked"), c.fingerprint, c.outcome, c.expires_at, c.status, c.headers, c.body
-            ).select_from(one.outerjoin(table, by_key))
-            record = postgresql.insert(table).values(
-                key=sa.bindparam("k"),
-                fingerprint=sa.bindparam("fp"),
-                token=sa.bindparam("tok"),
-                outcome=sa.bindparam("outcome"),
-                expires_at=sa.bindparam("exp"),
-                status=sa.bindparam("status"),
-                headers=sa.bindparam("headers"),
-                body=sa.bindparam("body"),
+        else:
+            lock = sa.func.get_lock(sa.bindparam("lk", type_=sa.String()), 0)
+        self.lock_and_read = sa.select(lock.label("locked"), *read).select_from(one.outerjoin(table, by_key))
+        self.delete_expired = sa.delete(table).where(by_key, claimable)
+        record_values: dict[str, t.Any] = {
+            "key": sa.bindparam("k"),
+            "fingerprint": sa.bindparam("fp"),
+            "token": sa.bindparam("tok"),
+            "outcome": sa.bindparam("outcome"),
+            "expires_at": sa.bindparam("exp"),
+            "status": sa.bindparam("status"),
+            "headers": sa.bindparam("headers"),
+            "body": sa.bindparam("body"),
+        }
+        self.record: sa.Executable
+        if dialect in ("postgresql", "sqlite"):
+            upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(
+                record_values
             )
-            self.record = record.on_conflict_do_update(
+            replaced = ("fingerprint", "token", "outcome", "expires_at", "status", "headers", "body")
+            self.record = upsert.on_conflict_do_update(
                 index_elements=[c.key],
-                set_={
-                    name: record.excluded[name]
-                    for name in ("fingerprint", "token", "outcome", "expires_at", "status", "headers", "body")
-                },
+                set_={name: upsert.excluded[name] for name in replaced},
                 where=c.expires_at <= sa.bindparam("now"),
             ).returning(c.key)
+        else:
+            self.record = sa.insert(table).values(record_values)
         self.select = sa.select(c.fingerprint, c.outcome, c.expires_at, c.status, c.headers, c.body).where(
             by_key
         )
@@ -631,19 +606,13 @@ def _hold(conn: sa.Connection, lock: tuple[str, str, t.Any]) -> None:
     if engine not in _listening:
         with _listen_lock:
             if engine not in _listening:
-                sa.event.listen(engine, "commit", _end_of_transaction)
-                sa.event.listen(engine, "rollback", _end_of_transaction)
+                # Only once the connection is back in the pool, so after the commit or rollback:
+                # a claimant that gets the lock then sees the record the transaction committed.
                 sa.event.listen(engine, "checkin", _end_of_checkout)
                 _listening.add(engine)
 
 
 _listen_lock = threading.Lock()
-
-
-def _end_of_transaction(conn: sa.Connection) -> None:
-    held = conn.info.pop(_HELD, None)
-    if held:
-        _release_locks(held, conn.connection.dbapi_connection)
 
 
 def _end_of_checkout(dbapi_connection: t.Any, record: t.Any) -> None:
