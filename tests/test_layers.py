@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "idempotency": 3,
     "handler": 4,
     "problem": 5,
+    "_body": 5,
     "views": 5,
     "_idempotent": 5,
     "extension": 6,
