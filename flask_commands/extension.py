@@ -138,7 +138,7 @@ class Commands:
 
 def _init_views(app: Flask) -> None:
     """Add the ``commands_macros`` Jinja global and, with Flask-WTF, the CSRF error handler."""
-    from .views import _csrf_error
+    from ._error_handlers import _csrf_error
     from .views import _macros
 
     app.jinja_env.globals["commands_macros"] = _macros

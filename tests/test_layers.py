@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "_body": 5,
     "views": 5,
     "_idempotent": 5,
+    "_error_handlers": 5,
     "extension": 6,
     "cli": 6,
     "openapi": 6,
