@@ -133,6 +133,9 @@ def submit(
             time.sleep(pause)
             pause = min(pause * 2, 0.25)
     except StoreUnavailable:
+        if wait:
+            # An HTML form post: the app's own 503 page, rendered by the handler init_app registers.
+            raise
         _log.warning("The idempotency store is unavailable; answered 503.", exc_info=True)
         return problem(
             503,
