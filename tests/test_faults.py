@@ -35,6 +35,7 @@ from werkzeug.test import TestResponse
 from demo_app import create_app
 from demo_app.models import Todo
 from demo_app.models import db
+from flask_commands import Commands
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial", "HX-Target": "form#add-form", "Accept": "text/html"}
 FORM = "application/x-www-form-urlencoded"
@@ -442,3 +443,85 @@ def test_same_display_name_never_shares_a_scope(tmp_path: pathlib.Path) -> None:
     assert [r.status_code for r in responses] == [303, 303]
     assert "Idempotent-Replayed" not in responses[1].headers
     assert count_todos(app) == 2
+
+
+# The handler on an app of one's own
+
+
+def _lost() -> sa.exc.OperationalError:
+    return sa.exc.OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+
+
+def plain_app(*, before: t.Callable[[flask.Flask], None] | None = None) -> flask.Flask:
+    """An app whose views fail as a lost database connection does."""
+    app = flask.Flask(__name__)
+    app.config["TESTING"] = True
+    if before is not None:
+        before(app)
+    Commands(app)
+
+    @app.get("/read")
+    def read() -> str:
+        raise _lost()
+
+    @app.get("/bug")
+    def bug() -> str:
+        raise sa.exc.ProgrammingError("SELEC 1", {}, ValueError("syntax error"))
+
+    return app
+
+
+def test_unavailable_html_gets_the_apps_503_page() -> None:
+    app = plain_app()
+    app.register_error_handler(503, lambda error: ("our 503 page", 503))
+    response = app.test_client().get("/read")
+    assert response.status_code == 503
+    assert response.text == "our 503 page"
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_unavailable_html_without_a_503_page() -> None:
+    response = plain_app().test_client().get("/read")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "The database cannot be reached right now; retry shortly." in response.text
+
+
+def test_unavailable_json_gets_a_problem() -> None:
+    response = plain_app().test_client().get("/read", headers={"Accept": "application/json"})
+    assert response.status_code == 503
+    assert response.json == {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "The database cannot be reached right now; retry shortly.",
+        "code": "database_unavailable",
+    }
+
+
+def test_unavailable_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    plain_app().test_client().get("/read")
+    [record] = [r for r in caplog.records if r.name == "flask_commands"]
+    assert record.getMessage() == (
+        "The database cannot be reached; answered 503:"
+        " (builtins.ConnectionError) server closed the connection"
+    )
+    assert record.exc_info is None
+
+
+def test_programming_error_is_not_handled() -> None:
+    with pytest.raises(sa.exc.ProgrammingError):
+        plain_app().test_client().get("/bug")
+
+
+def test_apps_own_handler_registered_before_wins() -> None:
+    def own(app: flask.Flask) -> None:
+        app.register_error_handler(sa.exc.DBAPIError, lambda error: ("ours", 500))
+
+    assert plain_app(before=own).test_client().get("/read").text == "ours"
+
+
+def test_apps_own_handler_registered_after_wins() -> None:
+    app = plain_app()
+    app.register_error_handler(sa.exc.OperationalError, lambda error: ("ours", 500))
+    assert app.test_client().get("/read").text == "ours"
