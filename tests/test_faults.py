@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import pathlib
 import select
 import socket
@@ -525,3 +526,26 @@ def test_apps_own_handler_registered_after_wins() -> None:
     app = plain_app()
     app.register_error_handler(sa.exc.OperationalError, lambda error: ("ours", 500))
     assert app.test_client().get("/read").text == "ours"
+
+
+# A rejected poison job is one log line
+
+
+def test_poison_job_logs_one_line(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    from celery.exceptions import Reject
+
+    from flask_commands.celery import init_celery
+    from flask_commands.handler import _JOB_TASK
+
+    app = flask.Flask(__name__, instance_path=str(tmp_path))
+    app.config["CELERY"] = {"broker_url": "memory://"}
+    celery_app = init_celery(app)
+    # apply() runs the task through Celery's tracer, which logs a rejection as the worker does.
+    result = celery_app.tasks[_JOB_TASK].apply(args=["{not json"], task_id="poison-1")
+    assert isinstance(result.result, Reject)
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in logged] == [
+        "Rejected job poison-1 without requeue: the envelope does not decode as JSON"
+        " (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))."
+    ]
+    assert all(r.exc_info is None for r in logged)
