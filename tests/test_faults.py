@@ -549,3 +549,60 @@ def test_poison_job_logs_one_line(tmp_path: pathlib.Path, caplog: pytest.LogCapt
         " (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))."
     ]
     assert all(r.exc_info is None for r in logged)
+
+
+# The demo's hardening
+
+
+def test_demo_security_headers(tmp_path: pathlib.Path) -> None:
+    app = create_app(demo_config(f"sqlite:///{tmp_path / 'demo.sqlite'}"))
+    response = app.test_client().get("/")
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'; script-src 'self';")
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_demo_session_cookie_is_samesite_lax(tmp_path: pathlib.Path) -> None:
+    app = create_app(demo_config(f"sqlite:///{tmp_path / 'demo.sqlite'}"))
+    cookie = app.test_client().get("/").headers["Set-Cookie"]
+    assert "SameSite=Lax" in cookie
+    assert "HttpOnly" in cookie
+
+
+def test_demo_refuses_large_bodies(tmp_path: pathlib.Path) -> None:
+    app = create_app(demo_config(f"sqlite:///{tmp_path / 'demo.sqlite'}"))
+    response = app.test_client().post("/todos", json={"title": "x" * (1024 * 1024)})
+    assert response.status_code == 413
+    assert response.json is not None
+    assert response.json["detail"] == "The request body is larger than the limit of 65536 bytes."
+
+
+@pytest.mark.parametrize(
+    ("url", "connect_args"),
+    [
+        (
+            "postgresql+psycopg://app@db/app",
+            {"connect_timeout": 5, "options": "-c statement_timeout=15000"},
+        ),
+        (
+            "mysql+pymysql://app@db/app",
+            {"connect_timeout": 5, "read_timeout": 15.0, "write_timeout": 15.0},
+        ),
+    ],
+)
+def test_demo_engine_options(url: str, connect_args: dict[str, t.Any]) -> None:
+    from demo_app import _engine_options
+
+    options = _engine_options(url, {}, connect_timeout=5.0, statement_timeout=15.0)
+    assert options == {"pool_pre_ping": True, "connect_args": connect_args}
+
+
+def test_demo_engine_options_the_apps_own_win() -> None:
+    from demo_app import _engine_options
+
+    given = {"pool_pre_ping": False, "connect_args": {"connect_timeout": 30}}
+    options = _engine_options(
+        "postgresql://db/app?options=-c%20x%3D1", given, connect_timeout=5, statement_timeout=15
+    )
+    assert options == {"pool_pre_ping": False, "connect_args": {"connect_timeout": 30}}
