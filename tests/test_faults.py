@@ -606,3 +606,53 @@ def test_demo_engine_options_the_apps_own_win() -> None:
         "postgresql://db/app?options=-c%20x%3D1", given, connect_timeout=5, statement_timeout=15
     )
     assert options == {"pool_pre_ping": False, "connect_args": {"connect_timeout": 30}}
+
+
+def test_demo_works_under_its_content_security_policy(tmp_path: pathlib.Path) -> None:
+    """The board, htmx and live validation in Chromium: no CSP violation, and htmx still swaps."""
+    from conftest import CHROMIUM_ARGS
+    from conftest import require_chromium
+    from playwright.sync_api import sync_playwright
+    from werkzeug.serving import make_server
+
+    executable = require_chromium()
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'demo.sqlite'}", "SECRET_KEY": "csp"}
+    )
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    violations: list[str] = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            page.on(
+                "console",
+                lambda message: (
+                    violations.append(message.text) if "Content Security Policy" in message.text else None
+                ),
+            )
+            page.add_init_script(
+                "document.addEventListener('securitypolicyviolation',"
+                " e => console.error('Content Security Policy: ' + e.violatedDirective + ' ' + e.blockedURI))"
+            )
+            page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+            page.wait_for_function("window.htmx !== undefined")
+            page.evaluate("window.sameDocument = true")
+            page.type("#title", "a")  # live validation swaps the field with its error
+            page.keyboard.press("Backspace")
+            page.locator("#title-errors").wait_for()
+            page.keyboard.type("Buy milk")
+            page.press("#title", "Enter")
+            page.locator(".todo .title", has_text="Buy milk").wait_for()
+            assert page.evaluate("window.sameDocument === true"), (
+                "htmx did not swap: a full page load happened"
+            )
+            browser.close()
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()
+    assert violations == []
