@@ -58,6 +58,11 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     variables (``FLASK_SQLALCHEMY_DATABASE_URI=postgresql+psycopg://…``,
     ``FLASK_CELERY__broker_url=redis://127.0.0.1:6379/0``, ``FLASK_SECRET_KEY=…``), then
     ``test_config``. Tables are created on start.
+
+    Production settings it ships with (see docs/deployment.md): ``MAX_CONTENT_LENGTH`` (64 KiB),
+    ``SESSION_COOKIE_SAMESITE="Lax"``, :data:`SECURITY_HEADERS` on every response, and an engine
+    that checks connections before use and times out: ``DATABASE_CONNECT_TIMEOUT`` (5 s) and
+    ``DATABASE_STATEMENT_TIMEOUT`` (15 s); ``SQLALCHEMY_ENGINE_OPTIONS`` given by the app win.
     """
     app = Flask(
         __name__,
