@@ -135,6 +135,12 @@ def _engine_options(
         # libpq counts whole seconds, and takes less than 2 as 2.
         defaults["connect_timeout"] = max(2, round(connect_timeout))
         defaults["options"] = f"-c statement_timeout={round(statement_timeout * 1000)}"
+        # statement_timeout is the server's: against a host that vanished, the kernel gives up
+        # on unacknowledged data (tcp_user_timeout) and on an idle connection (keepalives).
+        defaults["tcp_user_timeout"] = round(statement_timeout * 1000)
+        defaults["keepalives_idle"] = max(1, round(connect_timeout))
+        defaults["keepalives_interval"] = 2
+        defaults["keepalives_count"] = 3
     elif backend in ("mysql", "mariadb"):
         # PyMySQL's read timeout bounds each statement's wait for the server, on any server.
         defaults["connect_timeout"] = max(1, round(connect_timeout))
