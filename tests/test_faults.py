@@ -264,6 +264,10 @@ class Proxy:
         self.mode = "black_hole"
         self._drop()
 
+    def stall(self) -> None:
+        """Keep open connections open but forward nothing more, and never answer new ones."""
+        self.mode = "stall"
+
     def restore(self) -> None:
         self.mode = "open"
         self._drop()  # held black-holed connections end: their clients have given up
@@ -298,7 +302,7 @@ class Proxy:
                 continue
             with self._lock:
                 self._sockets.append(client)
-            if self.mode == "black_hole":
+            if self.mode in ("black_hole", "stall"):
                 continue  # held open, never answered
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -313,7 +317,8 @@ class Proxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if self.mode != "stall":
+                    sink.sendall(data)
         except OSError:
             pass
         for sock in (source, sink):
@@ -417,6 +422,24 @@ def test_hung_database_is_503_within_the_timeout(outage: tuple[flask.Flask, Prox
     # The connect timeout (MariaDB: the read timeout, for the server's greeting) bounds the wait,
     # with room for a busy machine; without one the request waits for the kernel (minutes).
     assert elapsed < CONNECT_TIMEOUT + STATEMENT_TIMEOUT + 5
+
+
+@pytest.mark.parametrize("name", ["unkeyed-json", "read-page"])
+def test_stalled_database_is_503_within_the_timeout(outage: tuple[flask.Flask, Proxy], name: str) -> None:
+    app, proxy = outage
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip(
+            "a proxy in user space acknowledges every byte, so libpq's tcp_user_timeout never fires, and"
+            " psycopg has no client-side read timeout: only a real network partition can test this"
+        )
+    warm(app)
+    proxy.stall()
+    started = time.monotonic()
+    response = send(app, name)
+    elapsed = time.monotonic() - started
+    assert_503(response, json_caller=REQUESTS[name][3])
+    # PyMySQL's read timeout (the statement timeout) ends the pre-ping of a pooled connection.
+    assert elapsed < CONNECT_TIMEOUT + 2 * STATEMENT_TIMEOUT + 5
 
 
 def test_programming_error_stays_500(tmp_path: pathlib.Path) -> None:
