@@ -524,6 +524,7 @@ def test_unavailable_json_gets_a_problem() -> None:
 
 
 def test_unavailable_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="flask_commands")
     plain_app().test_client().get("/read")
     [record] = [r for r in caplog.records if r.name == "flask_commands"]
     assert record.getMessage() == (
@@ -560,6 +561,8 @@ def test_poison_job_logs_one_line(tmp_path: pathlib.Path, caplog: pytest.LogCapt
     from flask_commands.celery import init_celery
     from flask_commands.handler import _JOB_TASK
 
+    for name in ("flask_commands", "celery.app.trace"):
+        caplog.set_level(logging.WARNING, logger=name)
     app = flask.Flask(__name__, instance_path=str(tmp_path))
     app.config["CELERY"] = {"broker_url": "memory://"}
     celery_app = init_celery(app)
