@@ -222,10 +222,13 @@ TEXT = st.text(
 @given(title=TEXT, path=st.sampled_from(PATHS))
 @example(title="a\x00b", path="json-api")
 @example(title="\ud800", path="form")
+@example(title="\ud83d\ude00", path="json-board")
 def test_fuzz_text_never_500(demo: flask.Flask, title: str, path: str) -> None:
     response = submit(demo, path, title)
     assert response.status_code < 500, response.text
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in title):
+    # In JSON a high and a low surrogate escape in a row are one character; a form sends bytes.
+    sent = json.loads(json_body(title=title))["title"] if "json" in path else title
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in sent):
         assert response.status_code == 400
 
 
