@@ -41,6 +41,12 @@ RETRY_AFTER = 5
 # SQLite reports SQL errors ("no such table", a syntax error) as OperationalError too, with the
 # result code SQLITE_ERROR: those are programming errors, and stay a 500.
 _SQLITE_ERROR = 1
+# MySQL drivers make every server error they do not map an OperationalError ("unknown column"
+# among them). Only these say the server is unavailable or the statement may succeed if retried:
+# too many connections, shutdown, lock wait timeout, interrupted, read-only (a failover), killed,
+# deadlock, max_statement_time (MariaDB) and max_execution_time (MySQL) exceeded. Client errors
+# (2000-2999: cannot connect, server gone, lost connection) always do.
+_MYSQL_UNAVAILABLE = frozenset({1040, 1053, 1205, 1290, 1317, 1836, 1927, 1213, 1969, 3024})
 
 _log = logging.getLogger("flask_commands")
 
@@ -112,9 +118,17 @@ def _is_unavailable(error: BaseException) -> bool:
     original = getattr(error, "orig", None)
     if getattr(error, "connection_invalidated", False) or original is None:
         return True
-    if type(original).__module__ == "sqlite3":
+    module = type(original).__module__
+    if module == "sqlite3":
         code = getattr(original, "sqlite_errorcode", None)
         return code is None or code & 0xFF != _SQLITE_ERROR
+    args = getattr(original, "args", ())
+    if module.startswith(("pymysql", "MySQLdb", "mysql")) and args and isinstance(args[0], int):
+        import sqlalchemy.exc
+
+        errno = args[0]
+        if isinstance(error, sqlalchemy.exc.OperationalError):
+            return 2000 <= errno < 3000 or errno in _MYSQL_UNAVAILABLE
     return True
 
 

@@ -694,3 +694,20 @@ def test_demo_works_under_its_content_security_policy(tmp_path: pathlib.Path) ->
         thread.join()
         httpd.server_close()
     assert violations == []
+
+
+@pytest.mark.parametrize(
+    ("errno", "status"),
+    [(2003, 503), (2013, 503), (1213, 503), (1969, 503), (1054, 500), (1045, 500)],
+)
+def test_mysql_errors_by_number(errno: int, status: int) -> None:
+    import pymysql
+
+    app = plain_app()
+
+    @app.get("/mysql")
+    def mysql() -> str:
+        raise sa.exc.OperationalError("SELECT x", {}, pymysql.err.OperationalError(errno, "a message"))
+
+    app.config["TESTING"] = False
+    assert app.test_client().get("/mysql").status_code == status
