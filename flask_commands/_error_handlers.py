@@ -36,7 +36,7 @@ if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
 
 #: Seconds a client is told to wait before retrying when the database cannot be reached.
-RETRY_AFTER = 5
+_RETRY_AFTER = 5
 
 # SQLite reports SQL errors ("no such table", a syntax error) as OperationalError too, with the
 # result code SQLITE_ERROR: those are programming errors, and stay a 500.
@@ -46,7 +46,7 @@ _SQLITE_ERROR = 1
 # too many connections, shutdown, lock wait timeout, interrupted, read-only (a failover), killed,
 # deadlock, max_statement_time (MariaDB) and max_execution_time (MySQL) exceeded. Client errors
 # (2000-2999: cannot connect, server gone, lost connection) always do.
-_MYSQL_UNAVAILABLE = frozenset({1040, 1053, 1205, 1290, 1317, 1836, 1927, 1213, 1969, 3024})
+_MYSQL_UNAVAILABLE = frozenset({1040, 1053, 1205, 1213, 1290, 1317, 1836, 1927, 1969, 3024})
 
 _log = logging.getLogger("flask_commands")
 
@@ -135,13 +135,13 @@ def _is_unavailable(error: BaseException) -> bool:
 def _database_unavailable(error: Exception) -> ResponseReturnValue:
     """503 with ``Retry-After``: problem+json for JSON callers, the app's own 503 page for others.
 
-    A SQLite SQL error is re-raised, for Flask's usual 500.
+    An error that is the SQL's fault (see :func:`_is_unavailable`) is re-raised, for Flask's usual 500.
     """
     if not _is_unavailable(error):
         raise error
     # One line per request: a traceback per request would bury the log during an outage.
     _log.warning("The database cannot be reached; answered 503: %s", _first_line(error))
-    retry_after = str(RETRY_AFTER)
+    retry_after = str(_RETRY_AFTER)
     store = isinstance(error, StoreUnavailable)
     detail = (
         "The service cannot record this request right now; retry shortly."
@@ -153,7 +153,7 @@ def _database_unavailable(error: Exception) -> ResponseReturnValue:
     if (view is not None and view.template is None) or _is_json_type(request.mimetype) or _accepts_json():
         code = "store_unavailable" if store else "database_unavailable"
         return problem(503, detail=detail, code=code, headers={"Retry-After": retry_after})
-    unavailable = ServiceUnavailable(detail, retry_after=RETRY_AFTER)
+    unavailable = ServiceUnavailable(detail, retry_after=_RETRY_AFTER)
     fallback = flask.current_app._find_error_handler(unavailable, request.blueprints)
     if fallback is None:
         return unavailable
