@@ -14,6 +14,7 @@ import typing as t
 
 import sqlalchemy as sa
 from flask import Flask
+from flask import Response
 from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
 
 from flask_commands import Commands
@@ -29,6 +30,26 @@ from .views import idempotency_scope
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 _SECRET_KEY_FILE = "secret-key"
 
+#: Seconds to wait for a database connection (``DATABASE_CONNECT_TIMEOUT``).
+CONNECT_TIMEOUT = 5.0
+#: Seconds a statement may run (``DATABASE_STATEMENT_TIMEOUT``): PostgreSQL's ``statement_timeout``,
+#: the MySQL/MariaDB driver's read and write timeouts.
+STATEMENT_TIMEOUT = 15.0
+
+#: The headers every response gets (an app's own value wins). The pages use only their own
+#: scripts and styles (htmx 4 adds its indicator style as a constructed style sheet, which
+#: ``style-src`` allows); the favicon is a ``data:`` URL.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'self';"
+        " object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
 
 def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     """Make the demo app.
@@ -37,6 +58,11 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     variables (``FLASK_SQLALCHEMY_DATABASE_URI=postgresql+psycopg://…``,
     ``FLASK_CELERY__broker_url=redis://127.0.0.1:6379/0``, ``FLASK_SECRET_KEY=…``), then
     ``test_config``. Tables are created on start.
+
+    Production settings it ships with (see docs/deployment.md): ``MAX_CONTENT_LENGTH`` (64 KiB),
+    ``SESSION_COOKIE_SAMESITE="Lax"``, :data:`SECURITY_HEADERS` on every response, and an engine
+    that checks connections before use and times out: ``DATABASE_CONNECT_TIMEOUT`` (5 s) and
+    ``DATABASE_STATEMENT_TIMEOUT`` (15 s); ``SQLALCHEMY_ENGINE_OPTIONS`` given by the app win.
     """
     app = Flask(
         __name__,
@@ -49,6 +75,12 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,
         COMMANDS_IDEMPOTENCY_SCOPE=idempotency_scope,
         CELERY={"task_ignore_result": True},
+        # A todo is a few hundred bytes: refuse bodies over 64 KiB with 413 before reading them.
+        MAX_CONTENT_LENGTH=64 * 1024,
+        # The session cookie is not sent on cross-site posts (CSRF tokens remain the defence).
+        SESSION_COOKIE_SAMESITE="Lax",
+        DATABASE_CONNECT_TIMEOUT=CONNECT_TIMEOUT,
+        DATABASE_STATEMENT_TIMEOUT=STATEMENT_TIMEOUT,
     )
     app.config.from_prefixed_env()
     if test_config is not None:
@@ -59,6 +91,13 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     )
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret_key(app.instance_path)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {},
+        connect_timeout=float(app.config["DATABASE_CONNECT_TIMEOUT"]),
+        statement_timeout=float(app.config["DATABASE_STATEMENT_TIMEOUT"]),
+    )
+    app.after_request(_security_headers)
 
     db.init_app(app)
     with app.app_context():
@@ -78,6 +117,49 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     activity.init_app(app)
     _create_tables(app, commands)
     return app
+
+
+def _engine_options(
+    uri: str, given: t.Mapping[str, t.Any], *, connect_timeout: float, statement_timeout: float
+) -> dict[str, t.Any]:
+    """``SQLALCHEMY_ENGINE_OPTIONS`` with the demo's defaults added: what the app set always wins.
+
+    Connections are checked before use (``pool_pre_ping``), so the first request after the
+    database comes back succeeds; connecting and statements time out, so a database that never
+    answers costs a request seconds, not minutes, and the request gets a 503.
+    """
+    url = sa.make_url(uri)
+    backend = url.get_backend_name()
+    defaults: dict[str, t.Any] = {}
+    if backend == "postgresql":
+        # libpq counts whole seconds, and takes less than 2 as 2.
+        defaults["connect_timeout"] = max(2, round(connect_timeout))
+        defaults["options"] = f"-c statement_timeout={round(statement_timeout * 1000)}"
+        # statement_timeout is the server's: against a host that vanished, the kernel gives up
+        # on unacknowledged data (tcp_user_timeout) and on an idle connection (keepalives).
+        defaults["tcp_user_timeout"] = round(statement_timeout * 1000)
+        defaults["keepalives_idle"] = max(1, round(connect_timeout))
+        defaults["keepalives_interval"] = 2
+        defaults["keepalives_count"] = 3
+    elif backend in ("mysql", "mariadb"):
+        # PyMySQL's read timeout bounds each statement's wait for the server, on any server.
+        defaults["connect_timeout"] = max(1, round(connect_timeout))
+        defaults["read_timeout"] = statement_timeout
+        defaults["write_timeout"] = statement_timeout
+    options = dict(given)
+    options.setdefault("pool_pre_ping", True)
+    connect_args = {key: value for key, value in defaults.items() if key not in url.query}
+    connect_args.update(options.get("connect_args") or {})
+    if connect_args:
+        options["connect_args"] = connect_args
+    return options
+
+
+def _security_headers(response: Response) -> Response:
+    """Add :data:`SECURITY_HEADERS` to every response, keeping any a view set itself."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def _create_tables(app: Flask, commands: Commands, attempts: int = 5) -> None:

@@ -64,12 +64,18 @@ board.url_value_preprocessor(known_todo_id)
 TEMPLATE = "index.html"
 _UNDO = "undo"
 _VISITOR = "visitor"
+_VISITOR_ID = "visitor_id"
+# secrets.token_urlsafe(16): 22 characters.
+_VISITOR_ID_LENGTH = 22
 #: A pending job older than this is probably waiting for a worker that is not running.
 WORKER_HINT_AFTER = datetime.timedelta(seconds=5)
 
 
 def visitor() -> str:
-    """This browser's name on the board (``guest-1a2b``), the actor of its commands."""
+    """This browser's name on the board (``guest-1a2b``), the actor of its commands.
+
+    A display name only: two browsers may draw the same one. :func:`visitor_id` is the identity.
+    """
     name = session.get(_VISITOR)
     if not isinstance(name, str):
         name = f"guest-{secrets.token_hex(2)}"
@@ -77,13 +83,26 @@ def visitor() -> str:
     return name
 
 
+def visitor_id() -> str:
+    """This browser's identity: 128 random bits kept in its (signed) session, never shown on the board.
+
+    Unguessable and, unlike the short display name, unique: the idempotency scope is built on it.
+    """
+    identity = session.get(_VISITOR_ID)
+    if not isinstance(identity, str) or len(identity) < _VISITOR_ID_LENGTH:
+        identity = secrets.token_urlsafe(16)
+        session[_VISITOR_ID] = identity
+    return identity
+
+
 def idempotency_scope() -> str:
     """``COMMANDS_IDEMPOTENCY_SCOPE``: a board visitor's keys are theirs alone; API clients share one scope.
 
-    So a visitor can never be answered with another visitor's stored response, whatever key is sent.
+    Scoped by :func:`visitor_id`, never by the display name, so a visitor can never be answered with
+    another visitor's stored response, whatever key is sent.
     """
     if request.blueprint == board.name:
-        return f"board:{visitor()}"
+        return f"board:{visitor_id()}"
     return "api"
 
 

@@ -401,9 +401,11 @@ class _HTTPAnswers(t.Generic[C, R]):
         self,
         respond: t.Callable[[Ran[C, R]], Response],
         mismatch: t.Callable[[], Response],
+        html: bool,
     ) -> None:
         self.render = respond
         self.mismatch = mismatch
+        self.html = html
 
     def stored(self, answer: Response) -> StoredResponse | None:
         if answer.status_code >= 500:
@@ -429,6 +431,9 @@ class _HTTPAnswers(t.Generic[C, R]):
         return problem(409, detail=_IN_PROGRESS, code="in_progress", headers=headers)
 
     def unavailable(self, error: StoreUnavailable) -> Response:
+        if self.html:
+            # An HTML form post: the app's own 503 page, rendered by the handler init_app registers.
+            raise error
         _log.warning("The idempotency store is unavailable; answered 503.", exc_info=error)
         return problem(
             503,
@@ -463,7 +468,7 @@ def submit(
     if key is None:
         return respond(_call(handler, build()))
     state = app_state()
-    answers: _HTTPAnswers[C, R] = _HTTPAnswers(respond, mismatch)
+    answers: _HTTPAnswers[C, R] = _HTTPAnswers(respond, mismatch, html=wait)
     return _execute(
         handler,
         build,

@@ -93,7 +93,20 @@ def init_celery(app: Flask) -> celery.Celery:
     )(_run_command)
     celery_app.set_default()
     app.extensions["celery"] = celery_app
+    trace_log = logging.getLogger("celery.app.trace")
+    if not any(isinstance(f, _OneLineRejects) for f in trace_log.filters):
+        trace_log.addFilter(_OneLineRejects())
     return celery_app
+
+
+class _OneLineRejects(logging.Filter):
+    """Drop Celery's record of a rejected job, a traceback: ``_run_command`` logs one line with the reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        return not (
+            isinstance(data, dict) and data.get("name") == _JOB_TASK and data.get("description") == "rejected"
+        )
 
 
 def _embedded_broker(instance_path: str) -> dict[str, str]:

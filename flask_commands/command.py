@@ -198,9 +198,7 @@ class Command(metaclass=_CommandMeta):
             formdata, type_errors = normalise_json(data, cls._fields)
             sent = formdata
         else:
-            raise TypeError(
-                f"{cls.__name__}.build() takes a dict or a MultiDict, not {type(data).__name__}."
-            )
+            raise TypeError(f"{cls.__name__}.build() takes a dict or a MultiDict, not {type(data).__name__}.")
         form = cls.Form(formdata=formdata)
         form.validate()
         errors = {name: list(messages) for name, messages in form.errors.items() if name}

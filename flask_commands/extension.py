@@ -71,11 +71,13 @@ class Commands:
 
 
 def _init_views(app: Flask) -> None:
-    """Add the ``commands_macros`` Jinja global and, with Flask-WTF, the CSRF error handler."""
-    from .views import _csrf_error
+    """Add the ``commands_macros`` Jinja global and the package's error handlers (database, CSRF)."""
+    from ._error_handlers import _csrf_error
+    from ._error_handlers import _register_unavailable
     from .views import _macros
 
     app.jinja_env.globals["commands_macros"] = _macros
+    _register_unavailable(app)
     try:
         from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
     except ImportError:

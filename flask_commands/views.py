@@ -8,7 +8,6 @@ key, with :func:`_respond` turning its outcome into the response that is stored 
 from __future__ import annotations
 
 import functools
-import json
 import re
 import typing as t
 import uuid
@@ -17,17 +16,14 @@ import weakref
 import flask
 import wtforms
 from jinja2_fragments.flask import render_block
-from markupsafe import Markup
-from markupsafe import escape
-from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import BadRequest
-from werkzeug.exceptions import HTTPException
-from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.exceptions import UnsupportedMediaType
-from werkzeug.wsgi import LimitedStream
 
 from . import _idempotent
 from . import htmx
+from ._body import Body
+from ._body import _accepts_json
+from ._body import _BodyError
+from ._body import _is_json_type
+from ._body import _read_body
 from .command import Command
 from .command import new_id
 from .errors import CommandInvalid
@@ -55,153 +51,8 @@ _ALREADY_SUBMITTED = "This form was already submitted with other values. Check i
 #: The template holding the macros, served by the extension's blueprint.
 MACROS_TEMPLATE = "commands/macros.html"
 
-_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-_JSON_ACCEPT = ("text/html", "application/json", "application/problem+json")
 _G_FLASHES = "_commands_flashes_shown"
 _PLAIN_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-
-Body: t.TypeAlias = "t.Mapping[str, t.Any]"
-
-
-class _BodyError(Exception):
-    """The request body cannot be read as input; ``response`` says why."""
-
-    def __init__(self, response: flask.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-def _is_json_type(mimetype: str) -> bool:
-    return mimetype == "application/json" or (
-        mimetype.startswith("application/") and mimetype.endswith("+json")
-    )
-
-
-def _accepts_json() -> bool:
-    best = flask.request.accept_mimetypes.best_match(_JSON_ACCEPT)
-    return best is not None and best != "text/html"
-
-
-def _refuse(json_caller: bool, error: HTTPException, detail: str, code: str) -> Exception:
-    """A 4xx for a body we cannot read: problem+json for JSON callers, else the app's error page."""
-    if json_caller:
-        assert error.code is not None
-        return _BodyError(problem(error.code, detail=detail, code=code))
-    error.description = detail
-    return error
-
-
-def _too_large(json_caller: bool) -> Exception:
-    limit = flask.request.max_content_length
-    detail = (
-        f"The request body is larger than the limit of {limit} bytes."
-        if limit is not None
-        else "The request body is too large."
-    )
-    return _refuse(json_caller, RequestEntityTooLarge(), detail, "content_too_large")
-
-
-def _read_body(json_caller: bool, has_template: bool) -> Body:
-    """Return the submitted input: a ``dict`` from a JSON body, or ``request.form``.
-
-    :raises _BodyError: with a 400, 413 or 415 problem response for JSON callers, when the body
-        cannot be input.
-    :raises HTTPException: the same for other callers, for the app's error handlers to render.
-    """
-    request = flask.request
-    mimetype = request.mimetype
-    form_post = mimetype in _FORM_TYPES
-    if form_post and has_template:
-        try:
-            form = request.form
-        except RequestEntityTooLarge:
-            raise _too_large(json_caller) from None
-        except BadRequest as e:
-            raise _refuse(json_caller, BadRequest(), str(e.description), "malformed_form") from None
-        if _cut_short():
-            raise _too_large(json_caller)
-        return form
-    if not (_is_json_type(mimetype) or mimetype == ""):
-        accepted = "application/json" if not has_template else "application/json or a form post"
-        raise _refuse(
-            json_caller,
-            UnsupportedMediaType(),
-            f"The content type {mimetype!r} is not accepted here; send {accepted}.",
-            "unsupported_media_type",
-        )
-    try:
-        raw = request.get_data(cache=True)
-    except RequestEntityTooLarge:
-        raise _too_large(json_caller) from None
-    if _cut_short():
-        raise _too_large(json_caller)
-    if not raw.strip():
-        # An empty body is an empty object (DELETE and body-less POSTs send none).
-        return {} if json_caller else MultiDict()
-    if mimetype == "":
-        raise _refuse(
-            json_caller,
-            UnsupportedMediaType(),
-            "The request body has no content type; send application/json"
-            + (" or a form post." if has_template else "."),
-            "unsupported_media_type",
-        )
-    try:
-        # What json.loads does with bytes, on a decoder made once rather than per request.
-        data = _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
-    except (ValueError, RecursionError) as e:
-        raise _refuse(json_caller, BadRequest(), _json_error(e), "malformed_json") from None
-    if not isinstance(data, dict):
-        raise _refuse(
-            json_caller,
-            BadRequest(),
-            f"The request body must be a JSON object, not {_json_kind(data)}.",
-            "not_an_object",
-        )
-    return data
-
-
-def _cut_short() -> bool:
-    """Whether a body without ``Content-Length`` (chunked) was cut at ``MAX_CONTENT_LENGTH``.
-
-    Werkzeug stops reading such a body at the limit without an error; one that fills the limit
-    exactly is taken as too large, since the rest cannot be told apart from the end.
-    """
-    request = flask.request
-    if request.content_length is not None or request.max_content_length is None:
-        return False
-    stream = request.stream
-    return isinstance(stream, LimitedStream) and stream.is_exhausted
-
-
-def _reject_constant(name: str) -> t.NoReturn:
-    raise ValueError(f"{name!r} is not a JSON value")
-
-
-# NaN and Infinity are not JSON (RFC 8259); Python's decoder would take them.
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _json_error(error: BaseException) -> str:
-    if isinstance(error, json.JSONDecodeError):
-        return f"The request body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}."
-    if isinstance(error, UnicodeDecodeError):
-        return "The request body is not valid JSON: it is not UTF-8 text."
-    if isinstance(error, RecursionError):
-        return "The request body is not valid JSON: it nests too deeply."
-    return f"The request body is not valid JSON: {error}."
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if value is None:
-        return "null"
-    return "a number"
 
 
 def _wants_fragment() -> bool:
@@ -554,38 +405,3 @@ def _id_key(value: t.Any) -> str | None:
     except ValueError:
         return None
 
-
-def _csrf_error(error: BadRequest) -> ResponseReturnValue:
-    """Flask-WTF's ``CSRFError``: problem+json for JSON callers, the form with the error for htmx.
-
-    An htmx post to a command view gets its form re-rendered (400) with the reason as a form-level
-    error and a new token, so that submitting again works; other htmx posts get an error fragment
-    at the top of the posting form. Plain posts get the app's own 400 page: they may come from
-    another site, which must not get a form filled in with its values.
-    """
-    request = flask.request
-    detail = str(error.description)
-    if _is_json_type(request.mimetype) or _accepts_json():
-        return problem(400, detail=detail, code="csrf_failed")
-    if not htmx.details():
-        fallback = flask.current_app._find_error_handler(BadRequest(), request.blueprints)
-        if fallback is not None:
-            return t.cast("ResponseReturnValue", fallback(error))
-        return error
-    html = Markup(
-        '<div class="commands-errors commands-csrf-error" role="alert"><p>{} Reload the page and try'
-        " again.</p></div>"
-    ).format(escape(detail))
-    if VALIDATE_HEADER in request.headers:
-        # Live validation is no submission: leave the field as typed; submitting shows the error.
-        return htmx.reswap(flask.make_response(str(html), 400), "none")
-    view = _views.get(flask.current_app.view_functions.get(request.endpoint or ""))  # type: ignore[arg-type]
-    if view is not None and view.template is not None:
-        try:
-            data: Body = request.form
-        except HTTPException:
-            data = MultiDict()
-        responder: _Responder[t.Any, t.Any] = _Responder(view, request.view_args or {}, data, json=False)
-        return responder.form_error(f"{detail} Submit the form again.", code="csrf_failed", status=400)
-    # Into the form that was posted, at its top, without replacing what the user typed.
-    return htmx.retarget(htmx.reswap(flask.make_response(str(html), 400), "afterbegin"), "closest form")

@@ -7,10 +7,10 @@ import datetime
 import decimal
 import enum
 import hashlib
-import io
 import json
 import re
 import typing as t
+import urllib.parse
 import uuid
 
 import flask
@@ -461,182 +461,6 @@ def test_fault_is_500_without_details(app: flask.Flask) -> None:
     assert "on fire" not in response.text
 
 
-# Malformed bodies: 400, 413, 415
-
-
-def test_malformed_json(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/api/todos", data='{"title": ', content_type="application/json")
-    assert response.status_code == 400
-    assert response.mimetype == "application/problem+json"
-    assert response.json is not None
-    assert response.json["code"] == "malformed_json"
-    assert response.json["detail"] == (
-        "The request body is not valid JSON: Expecting value at line 1 column 11."
-    )
-
-
-def test_malformed_json_form_view(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/todos/new", data="{", content_type="application/json", headers=HX4)
-    assert response.status_code == 400
-    assert response.mimetype == "application/problem+json"
-
-
-def test_malformed_json_not_utf8(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/api/todos", data=b'{"title": "\xff"}', content_type="application/json")
-    assert response.status_code == 400
-    assert response.json is not None
-    assert response.json["detail"] == "The request body is not valid JSON: it is not UTF-8 text."
-
-
-def test_malformed_json_nan(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/api/todos", data='{"title": "a", "order": NaN}', content_type="application/json")
-    assert response.status_code == 400
-
-
-def test_malformed_json_deep(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/api/todos", data="[" * 100_000, content_type="application/json")
-    assert response.status_code == 400
-
-
-@pytest.mark.parametrize(
-    ("body", "kind"), [("[1, 2]", "an array"), ('"a"', "a string"), ("3", "a number"), ("null", "null")]
-)
-def test_json_not_an_object(client: flask.testing.FlaskClient, body: str, kind: str) -> None:
-    response = client.post("/api/todos", data=body, content_type="application/json")
-    assert response.status_code == 400
-    assert response.json is not None
-    assert response.json["code"] == "not_an_object"
-    assert response.json["detail"] == f"The request body must be a JSON object, not {kind}."
-
-
-def test_json_not_an_object_htmx(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/todos/new", data="[]", content_type="application/json", headers=HX4)
-    assert response.status_code == 400
-
-
-def test_empty_json_body_is_an_empty_object(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/api/todos", data="", content_type="application/json")
-    assert response.status_code == 422
-    assert response.json is not None
-    assert response.json["errors"] == {"title": ["This field is required."]}
-
-
-def test_empty_body_without_content_type(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/api/todos")
-    assert response.status_code == 422
-    assert response.json is not None
-    assert response.json["errors"] == {"title": ["This field is required."]}
-
-
-def test_empty_body_form_view_rerenders(client: flask.testing.FlaskClient) -> None:
-    response = client.delete("/todos/new")
-    assert response.status_code == 422
-    assert "This field is required." in response.text
-
-
-def test_empty_form_post(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/todos/new", data={}, headers=HX4)
-    assert response.status_code == 422
-    assert "This field is required." in response.text
-
-
-def test_form_post_to_json_view_415(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/api/todos", data={"title": "Milk"})
-    assert response.status_code == 415
-    assert response.mimetype == "application/problem+json"
-    assert response.json is not None
-    assert response.json["code"] == "unsupported_media_type"
-    assert response.json["detail"] == (
-        "The content type 'application/x-www-form-urlencoded' is not accepted here; send application/json."
-    )
-    assert ADDED == []
-
-
-def test_text_plain_to_json_view_415(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/api/todos", data="title=Milk", content_type="text/plain")
-    assert response.status_code == 415
-    assert response.mimetype == "application/problem+json"
-
-
-def test_text_plain_form_view_415(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/todos/new", data="title=Milk", content_type="text/plain")
-    assert response.status_code == 415
-    assert response.mimetype == "text/html"
-
-
-def test_text_plain_htmx_415(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/todos/new", data="title=Milk", content_type="text/plain", headers=HX4)
-    assert response.status_code == 415
-
-
-def test_body_without_content_type_415(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/api/todos", data=b'{"title": "Milk"}', headers={"Content-Type": ""})
-    assert response.status_code == 415
-    assert response.json is not None
-    assert response.json["detail"] == "The request body has no content type; send application/json."
-
-
-def test_too_large_json(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
-    app.config["MAX_CONTENT_LENGTH"] = 100
-    response = client.post("/api/todos", json={"title": "x" * 200})
-    assert response.status_code == 413
-    assert response.mimetype == "application/problem+json"
-    assert response.json is not None
-    assert response.json["code"] == "content_too_large"
-    assert response.json["detail"] == "The request body is larger than the limit of 100 bytes."
-
-
-def test_too_large_form_post(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
-    app.config["MAX_CONTENT_LENGTH"] = 100
-    response = client.post("/todos/new", data={"title": "x" * 200})
-    assert response.status_code == 413
-    assert ADDED == []
-
-
-def test_too_large_htmx_post(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
-    app.config["MAX_CONTENT_LENGTH"] = 100
-    response = client.post("/todos/new", data={"title": "x" * 200}, headers=HX4)
-    assert response.status_code == 413
-
-
-def test_too_large_multipart(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
-    app.config["MAX_FORM_MEMORY_SIZE"] = 50
-    response = client.post("/todos/new", data={"title": "x" * 200}, content_type="multipart/form-data")
-    assert response.status_code == 413
-
-
-def test_too_large_json_without_content_length(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
-    app.config["MAX_CONTENT_LENGTH"] = 100
-    body = json.dumps({"title": "x" * 200}).encode()
-    response = client.post(
-        "/api/todos",
-        input_stream=io.BytesIO(body),
-        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
-        # What a server sets when it ends a chunked body; werkzeug reads nothing otherwise.
-        environ_base={"wsgi.input_terminated": True},
-    )
-    assert response.status_code == 413
-
-
-def test_too_large_form_post_without_content_length(
-    app: flask.Flask, client: flask.testing.FlaskClient
-) -> None:
-    app.config["MAX_CONTENT_LENGTH"] = 100
-    response = client.post(
-        "/todos/new",
-        input_stream=io.BytesIO(b"title=" + b"x" * 200),
-        headers={"Content-Type": "application/x-www-form-urlencoded", "Transfer-Encoding": "chunked"},
-        environ_base={"wsgi.input_terminated": True},
-    )
-    assert response.status_code == 413
-    assert ADDED == []
-
-
-def test_multipart_form_post(client: flask.testing.FlaskClient) -> None:
-    response = client.post("/todos/new", data={"title": "Milk"}, content_type="multipart/form-data")
-    assert response.status_code == 201
-
-
 # Live validation
 
 
@@ -944,19 +768,30 @@ CONTENT_TYPES = [
     "",
     "garbage",
 ]
+# Any code point: lone surrogates, NUL and the other control characters included.
+CHARACTERS = (
+    st.characters(exclude_categories=())
+    | st.integers(0xD800, 0xDFFF).map(chr)
+    | st.integers(0, 0x1F).map(chr)
+    | st.sampled_from(["\x7f", "\x85", "\u2028", "\ufeff"])
+)
 KEYS = st.sampled_from(
     ["text", "number", "ratio", "amount", "flag", "day", "colour", "ref", "owner", "id", "issued_at"]
-) | st.text(max_size=8)
+) | st.text(CHARACTERS, max_size=8)
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(CHARACTERS, max_size=12),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
     ),
     max_leaves=8,
 )
-FORM_VALUES = st.text(max_size=12) | st.sampled_from(
+FORM_VALUES = st.text(CHARACTERS, max_size=12) | st.sampled_from(
     ["1", "-3", "1.5", "1e400", "NaN", "y", "red", "2024-02-30", "2024-01-01", str(uuid.uuid4()), ""]
 )
+
+
+def _quote(text: str) -> bytes:
+    return urllib.parse.quote_from_bytes(text.encode("utf-8", "surrogatepass")).encode()
 
 
 @st.composite
@@ -967,7 +802,9 @@ def bodies(draw: st.DrawFn) -> tuple[str, bytes | dict[str, t.Any] | None]:
         value = draw(st.dictionaries(KEYS, JSON_VALUES, max_size=6) | JSON_VALUES)
         return kind, json.dumps(value).encode()
     if kind == "form":
-        return kind, draw(st.dictionaries(KEYS, FORM_VALUES, max_size=6))
+        # Encoded here: the test client cannot encode a lone surrogate; a client sends its bytes.
+        pairs = draw(st.dictionaries(KEYS, FORM_VALUES, max_size=6)).items()
+        return kind, b"&".join(_quote(name) + b"=" + _quote(value) for name, value in pairs)
     if kind == "bytes":
         return kind, draw(st.binary(max_size=64))
     return kind, None
@@ -1004,15 +841,30 @@ def test_fuzz_never_500(
     if method == "PUT" and path != "/everything":
         method = "POST"
     if kind == "form":
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
         response = app.test_client().open(path, method=method, data=data, headers=headers)
     else:
         if content_type:
             headers["Content-Type"] = content_type
         response = app.test_client().open(path, method=method, data=data or b"", headers=headers)
     assert response.status_code < 500, response.text
+    read_as_text = kind == "form" or (kind == "json" and "json" in content_type)
+    if method != "GET" and read_as_text and _has_lone_surrogate(data):
+        # Never built, validated or handled: refused (400), or not read at all (413, 415).
+        assert response.status_code in (400, 413, 415), response.text
     if response.status_code in (400, 413, 415) and response.mimetype == "application/problem+json":
         problem = json.loads(response.text)
         assert set(problem) <= {"type", "title", "status", "detail", "code", "errors"}
+
+
+def _has_lone_surrogate(data: bytes) -> bool:
+    """Whether a JSON or url-encoded body carries a lone surrogate (as an escape or its bytes)."""
+    try:
+        text = urllib.parse.unquote_to_bytes(data).decode("utf-8", "surrogatepass")
+        decoded = json.loads(text) if text.lstrip().startswith(("{", "[", '"')) else text
+    except ValueError:
+        return False
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in json.dumps(decoded, ensure_ascii=False))
 
 
 _FUZZ_APPS: list[flask.Flask] = []
