@@ -31,7 +31,10 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.meta import DefaultMeta
 
 from .forms import _FIELD_CLASSES
+from .forms import BAD_TEXT
+from .forms import NOT_A_VALID_VALUE
 from .forms import FieldInfo
+from .forms import PlainText
 from .forms import _json_text
 
 
@@ -45,6 +48,9 @@ class Plan(t.Protocol):
 
     def __call__(self, data: t.Mapping[str, t.Any], /) -> dict[str, t.Any] | None:
         """Return the untrusted field values and ``"id"``, or ``None`` to use the real form."""
+
+    def errors(self, data: t.Mapping[str, t.Any], /) -> dict[str, list[str]] | None:
+        """Return the field errors of an invalid input, or ``None`` where the real form must decide."""
 
 
 class _Sentinel:
@@ -294,10 +300,20 @@ def _regexp(validator: v.Regexp) -> _Model | None:
     return _Model(check)
 
 
+def _plain_text(raw0: str | None, data: t.Any) -> int:
+    """forms.PlainText: no control character but tab and newlines, no lone surrogate."""
+    if type(data) is str and BAD_TEXT.search(data) is not None:
+        return _ERROR
+    return _PASS
+
+
 def _model(validator: t.Any, kind: str) -> _Model | None:
     """Return the model of ``validator`` on a field of ``kind``, or ``None`` if there is none."""
     # Exact classes only: a subclass may override __call__.
     cls = type(validator)
+    if cls is PlainText:
+        inline = ("if _BAD_TEXT.search(data) is not None:", "    error = True")
+        return _Model(_plain_text, inline, str_only=True)
     if cls is v.Optional:
         return _optional(validator)
     if cls is v.InputRequired:
@@ -430,8 +446,13 @@ class _Field:
         false_values: t.Container[t.Any],
         choice_texts: frozenset[str] | None,
         form_default: t.Any,
+        template: wtforms.Field,
     ) -> None:
         self.info = info
+        #: A bound field of the real form, cloned to word the errors of an invalid value.
+        self.template = template
+        #: The generated text step (``text_i``): the field's value, or ``_FAIL``.
+        self.text: t.Callable[[str, str], t.Any] = _no_text
         self.models = models
         self.checks = tuple(model.check for model in models)
         self.process = process
@@ -482,6 +503,11 @@ class _Field:
         return _FAIL if default is _FAIL else self._absent(default, json=True)
 
 
+def _no_text(raw0: str, submitted: str) -> t.Any:
+    """The text step before the plan is generated."""
+    return _FAIL
+
+
 def _compile_field(info: FieldInfo, unbound: t.Any, meta: DefaultMeta) -> _Field | None:
     """Compile one derived field, or return ``None`` if anything about it is not modelled."""
     kind = info.kind
@@ -504,9 +530,9 @@ def _compile_field(info: FieldInfo, unbound: t.Any, meta: DefaultMeta) -> _Field
         models.append(model)
     process: _Process | None = None
     false_values: t.Container[t.Any] = ()
-    if kind != "choice":  # binding a SelectField with tuple choices warns; it has no settings
-        # Binding (which does not process) reads the settings a field takes from its class.
-        bound = unbound.bind(form=None, name=info.name, _meta=meta)
+    # Binding (which does not process) reads the settings a field takes from its class.
+    bound = unbound.bind(form=None, name=info.name, _meta=meta)
+    if kind != "choice":
         if bound.filters or getattr(bound, "use_locale", False):
             return None
         if kind == "bool":
@@ -523,7 +549,7 @@ def _compile_field(info: FieldInfo, unbound: t.Any, meta: DefaultMeta) -> _Field
         return None
     if not callable(form_default) and _processed_default(kind, form_default) is _FAIL:
         return None
-    return _Field(info, tuple(models), process, false_values, choice_texts, form_default)
+    return _Field(info, tuple(models), process, false_values, choice_texts, form_default, bound)
 
 
 def _choice_texts(choices: t.Any) -> frozenset[str] | None:
@@ -763,6 +789,7 @@ def _generate(fields: list[_Field], owner: str) -> t.Callable[[t.Any], dict[str,
         "_uuid_int": _uuid_int,
         "_uuid_from_int": _uuid_from_int,
         "_parse_uuid": _parse_uuid,
+        "_BAD_TEXT": BAD_TEXT,
     }
     source: list[str] = []
     json: list[str] = []
@@ -795,7 +822,132 @@ def _generate(fields: list[_Field], owner: str) -> t.Callable[[t.Any], dict[str,
         text = namespace[f"text_{i}"]
         namespace[f"other_json_{i}"] = _other_json(field.info, text)
         namespace[f"other_form_{i}"] = _other_form(text, field.info.kind in ("date", "datetime"))
+        field.text = text
     return t.cast("t.Callable[[t.Any], dict[str, t.Any] | None]", namespace["plan"])
+
+
+# --- errors: what the real form says of an invalid input, without building it -----------------
+
+#: The ``Meta`` settings a command may declare and the plan still models: they change only the
+#: language of the messages, which come from WTForms' own fields (cloned, see _Errors).
+_META_OPTIONS = frozenset({"locales", "cache_translations"})
+
+
+class _Values:
+    """The form data of one field: what ``Field.process`` asks of a ``MultiDict``."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[t.Any]) -> None:
+        self.values = values
+
+    def __contains__(self, name: object) -> bool:
+        return bool(self.values)
+
+    def getlist(self, name: str) -> list[t.Any]:
+        return list(self.values)
+
+
+def field_errors(field: wtforms.Field, formdata: t.Any, form: t.Any) -> list[str]:
+    """Process and validate ``field`` as ``Form`` does; return its errors, one type error alone.
+
+    A value that does not parse (``"abc"`` for a number) gets its type error only: the checks
+    after it (``NumberRange``...) would only say again that there is no number. ``Optional``,
+    ``InputRequired`` and ``DataRequired``, which clear earlier errors, keep their word.
+    """
+    field.process(formdata)
+    field.post_process(formdata)
+    field.validate(form)
+    errors = field.errors
+    process_errors = list(field.process_errors)
+    if process_errors and errors[: len(process_errors)] == process_errors:
+        field.errors = errors = process_errors
+    return list(errors)
+
+
+class _Errors:
+    """``plan.errors(data)``: each field's errors, WTForms' own, without building the form.
+
+    A field the plan proves valid costs its generated text step; any other field is a clone of a
+    bound field of the real form (its class, validators, messages and translations), processed
+    and validated as ``Form.validate`` would: fields of a derived form are independent, since the
+    plan exists only for forms without inline ``validate_<name>`` methods or custom validators.
+    """
+
+    def __init__(self, fields: list[_Field], ident: wtforms.Field, meta: DefaultMeta) -> None:
+        self.fields = fields
+        self.ident = ident
+        self.meta = meta
+
+    def _clone(self, template: wtforms.Field, translations: t.Any) -> t.Any:
+        field = _new(type(template))
+        field.__dict__.update(template.__dict__)
+        if translations is not None:
+            field._translations = translations
+        return field
+
+    def __call__(self, data: t.Mapping[str, t.Any]) -> dict[str, list[str]] | None:
+        json = type(data) is dict
+        if not json and not isinstance(data, MultiDict):
+            return None
+        errors: dict[str, list[str]] = {}
+        translations = self.meta.get_translations(None)
+        getlist = None if json else t.cast("MultiDict[str, t.Any]", data).getlist
+        # The form's order: the hidden id first, then the fields as declared.
+        if json:
+            ident = data.get("id")
+            if ident is None:
+                pass
+            elif type(ident) is not str:
+                errors["id"] = [NOT_A_VALID_VALUE]
+            elif _ident(ident) is _FAIL:
+                messages = field_errors(self._clone(self.ident, translations), _Values([ident]), None)
+                if messages:
+                    errors["id"] = messages
+        else:
+            assert getlist is not None
+            raw = getlist("id")
+            if raw and (type(raw[0]) is not str or _ident(raw[0]) is _FAIL):
+                messages = field_errors(self._clone(self.ident, translations), data, None)
+                if messages:
+                    errors["id"] = messages
+        for field in self.fields:
+            info = field.info
+            name = info.name
+            if json:
+                value = data.get(name)
+                if value is None:
+                    outcome = field.absent_json if field.static else field.missing_json()
+                    formdata: t.Any = _Values([])
+                else:
+                    try:
+                        text = _json_text(info, value)
+                    except ValueError:  # str() of an int too long to print
+                        return None
+                    if text is None:
+                        errors[name] = [NOT_A_VALID_VALUE]
+                        continue
+                    outcome = field.text(text, text)
+                    formdata = _Values([text])
+            else:
+                assert getlist is not None
+                raw = getlist(name)
+                formdata = data
+                if not raw:
+                    outcome = field.absent_form if field.static else field.missing_form()
+                elif type(raw[0]) is str and (len(raw) == 1 or info.kind not in ("date", "datetime")):
+                    outcome = field.text(raw[0], raw[0])
+                else:
+                    outcome = _FAIL
+            if outcome is not _FAIL:
+                continue
+            try:
+                messages = field_errors(self._clone(field.template, translations), formdata, None)
+            except Exception:  # what the real form would raise too: let it
+                return None
+            if messages:
+                errors[name] = messages
+        return errors or None
 
 
 # --- the class ---------------------------------------------------------------------------------
@@ -839,8 +991,13 @@ def compile_plan(
 
     :param command: the command class, to tell whether it may be built without its ``__init__``.
     """
-    if form_class.__bases__ != (wtforms.Form,) or "Meta" in vars(form_class):
+    if form_class.__bases__ != (wtforms.Form,):
         return None
+    declared_meta = vars(form_class).get("Meta")
+    if declared_meta is not None and not _META_OPTIONS.issuperset(
+        name for name in vars(declared_meta) if not name.startswith("__")
+    ):
+        return None  # a Meta that binds, wraps or renders otherwise: not modelled
     # The fields FormMeta collects: public attributes that are (unbound) fields.
     unbound = {
         name: value
@@ -855,7 +1012,8 @@ def compile_plan(
             return None
     if not _id_field_is_derived(unbound["id"]):
         return None
-    meta = DefaultMeta()
+    # The form's own Meta (its locales), as the form combines it with DefaultMeta.
+    meta = form_class().meta
     compiled = []
     for info in untrusted:
         field = _compile_field(info, unbound[info.name], meta)
@@ -863,6 +1021,8 @@ def compile_plan(
             return None
         compiled.append(field)
     plan = _generate(compiled, form_class.__qualname__)
+    ident = unbound["id"].bind(form=None, name="id", _meta=meta)
+    setattr(plan, "errors", _Errors(compiled, ident, meta))  # noqa: B010
     # A function attribute keeps the plan a plain function: a __call__ would cost a call more.
     setattr(plan, "trusted", frozenset(info.name for info in fields if info.trusted))  # noqa: B010
     setattr(plan, "direct", _constructs_directly(command))  # noqa: B010

@@ -120,7 +120,7 @@ class _CommandMeta(type):
             if f.name not in ("id", "issued_at")
         )
         cls._fields = infos
-        cls.Form = make_form_class(name, infos)
+        cls.Form = make_form_class(name, infos, getattr(cls, "Meta", None))
         cls.Form.__module__ = cls.__module__
         cls.Form.__qualname__ = f"{cls.__qualname__}.Form"
         cls._plan = _fastpath.compile_plan(infos, cls.Form, cls)
@@ -137,7 +137,8 @@ class Command(metaclass=_CommandMeta):
     """Base class of commands: subclass it and annotate fields, as with a dataclass.
 
     Every command carries ``id`` (the idempotency key) and ``issued_at`` (UTC, stamped by the
-    server when the command is built).
+    server when the command is built). A nested ``class Meta`` becomes the form's ``Meta``
+    (``locales = ["de"]`` translates WTForms' messages, on the fast path too).
     """
 
     #: The idempotency key: taken from input when present, else new.
@@ -190,6 +191,13 @@ class Command(metaclass=_CommandMeta):
                 duration = time.perf_counter() - start
                 signals._send(signals.build_finished, cls, command=command, duration=duration)
             return command
+        if plan is not None and (errors := plan.errors(data)) is not None:
+            # Invalid input, worded by WTForms' own fields without the form: it is built only if
+            # something reads CommandInvalid.form (a template re-rendering it).
+            if signals.build_finished.receivers:
+                duration = time.perf_counter() - start
+                signals._send(signals.build_finished, cls, errors=errors, duration=duration)
+            raise _FormlessInvalid(errors, cls, data)
         if hasattr(data, "getlist"):
             formdata: MultiDict[str, t.Any] = t.cast("MultiDict[str, t.Any]", data)
             type_errors: dict[str, list[str]] = {}
@@ -203,10 +211,15 @@ class Command(metaclass=_CommandMeta):
             )
         form = cls.Form(formdata=formdata)
         form.validate()
-        errors = {name: list(messages) for name, messages in form.errors.items() if name}
-        errors.update(type_errors)
-        for name, messages in type_errors.items():
-            form[name].errors = list(messages)  # the re-rendered form shows what .errors says
+        errors = {}
+        for bound in form:
+            process_errors = list(bound.process_errors)
+            if bound.name in type_errors:
+                bound.errors = list(type_errors[bound.name])  # the re-rendered form shows them
+            elif process_errors and bound.errors[: len(process_errors)] == process_errors:
+                bound.errors = process_errors  # a type error alone, as _fastpath.field_errors
+            if bound.errors:
+                errors[bound.name] = list(bound.errors)
         if errors:
             form.id.data = str(new_id())
             if signals.build_finished.receivers:
@@ -328,6 +341,35 @@ class Command(metaclass=_CommandMeta):
     def json_schema(cls) -> dict[str, t.Any]:
         """Return the JSON Schema (2020-12) of the command's JSON input."""
         return json_schema(cls.__name__, cls._fields)
+
+
+class _FormlessInvalid(CommandInvalid):
+    """``CommandInvalid`` whose ``form`` is built on first use: JSON callers never need it."""
+
+    def __init__(self, errors: dict[str, list[str]], command: type[Command], data: t.Any) -> None:
+        self._form: wtforms.Form | None = None
+        super().__init__(errors)
+        self._command: type[Command] | None = command
+        self._data = data
+
+    @property
+    def form(self) -> wtforms.Form | None:
+        """The bound form with the errors, a fresh ``id`` and what the user sent, ready to render."""
+        if self._form is None and self._command is not None:
+            command, self._command = self._command, None
+            data = self._data
+            formdata = data if hasattr(data, "getlist") else normalise_json(data, command._fields)[0]
+            form = command.Form(formdata=formdata)
+            for bound in form:
+                bound.errors = list(self.errors.get(bound.name, ()))
+            form.id.data = str(new_id())
+            self._form = form
+        return self._form
+
+    @form.setter
+    def form(self, value: wtforms.Form | None) -> None:
+        self._form = value
+        self._command = None
 
 
 def _uuid_or_none(value: str | uuid.UUID | None) -> uuid.UUID | None:

@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import re
 import types
 import typing as t
 import uuid
@@ -24,6 +25,35 @@ from . import _codec
 NOT_A_VALID_VALUE = "Not a valid value."
 
 _META_KEY = "flask_commands"
+
+#: What a ``str`` field refuses: the control characters but tab, line feed and carriage return
+#: (PostgreSQL text cannot hold NUL; the others are never typed), and lone surrogates (not
+#: Unicode: no database or encoder takes them). One pattern for every database.
+BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+#: ``BAD_TEXT`` for JSON Schema (ECMA-262), which cannot name lone surrogates.
+TEXT_PATTERN = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+
+
+class PlainText:
+    """WTForms validator of a ``str`` field: no control characters but tab and newlines, no lone surrogates.
+
+    Every derived ``str`` field has it, so text is the same on every database.
+    """
+
+    field_flags: t.ClassVar[dict[str, t.Any]] = {}
+
+    def __call__(self, form: t.Any, field: t.Any) -> None:
+        data = field.data
+        if type(data) is str and (found := BAD_TEXT.search(data)) is not None:
+            raise v.ValidationError(text_error(found.group()))
+
+
+def text_error(char: str) -> str:
+    """The field error for a ``str`` value holding ``char``, one of ``BAD_TEXT``."""
+    code = f"U+{ord(char):04X}"
+    if "\ud800" <= char <= "\udfff":
+        return f"The text holds a lone surrogate ({code}), which is not Unicode; send valid UTF-8."
+    return f"The text holds the control character {code}; remove it (only tab and newlines are allowed)."
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -181,6 +211,8 @@ def _unbound_field(info: FieldInfo) -> t.Any:
     if info.kind == "uuid":
         validators.append(v.UUID())
     validators.extend(options.validators)
+    if info.kind == "str":
+        validators.append(PlainText())
     kwargs: dict[str, t.Any] = {
         "label": options.label,
         "validators": validators,
@@ -238,11 +270,16 @@ _FIELD_CLASSES: dict[str, type[wtforms.Field]] = {
 }
 
 
-def make_form_class(name: str, fields: t.Sequence[FieldInfo]) -> type[wtforms.Form]:
-    """Build the ``wtforms.Form`` subclass for a command: its untrusted fields and a hidden ``id``."""
+def make_form_class(name: str, fields: t.Sequence[FieldInfo], meta: type | None = None) -> type[wtforms.Form]:
+    """Build the ``wtforms.Form`` subclass for a command: its untrusted fields and a hidden ``id``.
+
+    :param meta: the command's ``Meta`` class (``locales``...), given to the form as its ``Meta``.
+    """
     attrs: dict[str, t.Any] = {
         "id": wtforms.HiddenField(validators=[v.Optional(), v.UUID()]),
     }
+    if meta is not None:
+        attrs["Meta"] = meta
     for info in fields:
         if not info.trusted:
             attrs[info.name] = _unbound_field(info)
@@ -332,10 +369,17 @@ def json_schema(title: str, fields: t.Sequence[FieldInfo]) -> dict[str, t.Any]:
             schema["enum"] = [
                 value.value if isinstance(value, enum.Enum) else value for value in info.choices.values()
             ]
+        if info.kind == "str":
+            schema["pattern"] = TEXT_PATTERN
+        if info.kind == "str" and (
+            info.required or any(isinstance(x, _REQUIRED) for x in info.options.validators)
+        ):
+            # InputRequired and DataRequired refuse "" (DataRequired also whitespace).
+            schema["minLength"] = 1
         for validator in info.options.validators:
             if isinstance(validator, v.Length):
                 if validator.min >= 0:
-                    schema["minLength"] = validator.min
+                    schema["minLength"] = max(validator.min, schema.get("minLength", 0))
                 if validator.max >= 0:
                     schema["maxLength"] = validator.max
             elif isinstance(validator, v.NumberRange):
@@ -344,7 +388,10 @@ def json_schema(title: str, fields: t.Sequence[FieldInfo]) -> dict[str, t.Any]:
                 if validator.max is not None:
                     schema["maximum"] = validator.max
             elif isinstance(validator, v.Regexp):
-                schema["pattern"] = validator.regex.pattern
+                if "pattern" in schema:  # one keyword each: the text rule and the validator's
+                    schema.setdefault("allOf", []).append({"pattern": validator.regex.pattern})
+                else:
+                    schema["pattern"] = validator.regex.pattern
             elif isinstance(validator, v.AnyOf):
                 schema["enum"] = list(validator.values)
         if info.options.label:

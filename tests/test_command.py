@@ -27,6 +27,7 @@ from flask_commands import signals
 from flask_commands.command import _registry
 from flask_commands.command import new_id
 from flask_commands.command import type_name
+from flask_commands.forms import TEXT_PATTERN
 from flask_commands.testing import assert_invalid
 
 
@@ -863,7 +864,13 @@ def test_json_schema() -> None:
         "type": "object",
         "properties": {
             "id": {"type": "string", "format": "uuid", "description": "Idempotency key; new when absent."},
-            "title": {"type": "string", "maxLength": 200, "title": "Title"},
+            "title": {
+                "type": "string",
+                "pattern": TEXT_PATTERN,
+                "minLength": 1,
+                "maxLength": 200,
+                "title": "Title",
+            },
             "order": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
             "completed": {"type": "boolean", "default": False},
         },
@@ -878,7 +885,7 @@ def test_json_schema_trusted_absent() -> None:
 def test_json_schema_every_type() -> None:
     properties = Everything.json_schema()["properties"]
     assert {name: properties[name] for name in EVERYTHING_INPUT} == {
-        "text": {"type": "string"},
+        "text": {"type": "string", "pattern": TEXT_PATTERN, "minLength": 1},
         "count": {"type": "integer"},
         "ratio": {"type": "number"},
         "price": {"type": ["number", "string"], "format": "decimal"},
@@ -952,7 +959,20 @@ def test_json_schema_validators() -> None:
 
     properties = Ranged.json_schema()["properties"]
     assert properties["count"] == {"type": "integer", "minimum": 1, "maximum": 9}
-    assert properties["code"] == {"type": "string", "pattern": "^[A-Z]+$", "minLength": 2}
+    assert properties["code"] == {
+        "type": "string",
+        "pattern": TEXT_PATTERN,
+        "minLength": 2,
+        "allOf": [{"pattern": "^[A-Z]+$"}],
+    }
+
+
+@pytest.mark.parametrize("required", [v.InputRequired(), v.DataRequired()])
+def test_json_schema_required_validator_min_length(required: t.Any) -> None:
+    class Named(Command):
+        name: str = field(default="x", validators=[required])
+
+    assert Named.json_schema()["properties"]["name"]["minLength"] == 1
 
 
 # The command registry.

@@ -527,3 +527,121 @@ def test_build_signals_on_errors(path: str, sent: list[tuple[str, dict[str, t.An
         Chains.build({"name": " ", "label": "l"}, actor=1)
     assert [name for name, _ in sent] == ["build_started", "build_finished"]
     assert sent[1][1]["errors"] == {"name": ["This field is required."]}
+
+
+# --- errors without the form -------------------------------------------------------------------
+
+
+class Localised(Command):
+    """WTForms' German messages: the fast path words its errors in the form's language."""
+
+    class Meta:
+        locales = ("de_DE", "de")
+
+    title: str = field(validators=[v.InputRequired(), v.Length(min=2, max=20)])
+    count: int = field(default=1, validators=[v.NumberRange(min=0, max=100)])
+    ratio: float | None = None
+    due: datetime.date | None = None
+    color: Color = Color.RED
+    owner: uuid.UUID | None = None
+
+
+_VALID_JSON.append((Localised, {"title": "Milch", "count": 3, "color": "dark-blue"}, {}))
+_VALID_FORMS.append((Localised, MultiDict({"title": "Milch", "due": "2020-01-01", "owner": _UUID}), {}))
+
+
+def test_localised_has_plan() -> None:
+    assert Localised._plan is not None
+
+
+@_differential
+@given(_json_inputs(Localised))
+def test_localised_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_same(Localised, data)
+
+
+@_differential
+@given(_form_inputs(Localised))
+def test_localised_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_same(Localised, data)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "form"])
+def test_errors_translated(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not fast:
+        monkeypatch.setattr(Localised, "_plan", None)
+    with pytest.raises(CommandInvalid) as excinfo:
+        Localised.build({"title": "", "count": "x"})
+    assert excinfo.value.errors == {
+        "title": ["Dieses Feld wird benötigt."],
+        "count": ["Keine gültige, ganze Zahl."],
+    }
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "form"])
+@pytest.mark.parametrize("data", [{"count": "abc"}, MultiDict({"count": "abc"})], ids=["json", "form"])
+def test_errors_type_error_alone(fast: bool, data: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "abc" is no number: NumberRange would only say so again.
+    if not fast:
+        monkeypatch.setattr(Todo, "_plan", None)
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build({"title": "Milk", "owner": _UUID, **data})
+    assert excinfo.value.errors == {"count": ["Not a valid integer value."]}
+
+
+def test_errors_required_clears_type_error() -> None:
+    class Counted(Command):
+        count: int = field(validators=[v.DataRequired(), v.NumberRange(max=9)])
+
+    with pytest.raises(CommandInvalid) as excinfo:
+        Counted.build({"count": "abc"})
+    assert excinfo.value.errors == {"count": ["This field is required."]}
+
+
+def test_errors_build_no_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[object] = []
+    real = Todo.Form
+
+    def counting(*args: t.Any, **kwargs: t.Any) -> wtforms.Form:
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(Todo, "Form", counting)
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build({"title": "", "owner": "nope", "count": 500})
+    assert excinfo.value.errors == {
+        "title": ["This field is required."],
+        "count": ["Number must be between 0 and 100."],
+        "owner": ["Invalid UUID."],
+    }
+    assert built == []
+
+
+def test_errors_form_built_lazily_with_errors_and_input() -> None:
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build(MultiDict({"title": "", "owner": "nope", "order": "x", "id": _UUID}))
+    form = excinfo.value.form
+    assert isinstance(form, Todo.Form)
+    assert excinfo.value.form is form  # built once
+    assert form.owner.data == "nope"
+    assert form.owner.errors == ["Invalid UUID."]
+    assert form.order.errors == ["Not a valid integer value."]
+    assert form.title.errors == ["This field is required."]
+    assert form.count.errors == []
+    assert form.id.data != _UUID  # a fresh id: a corrected resubmission is a new command
+    uuid.UUID(form.id.data)
+
+
+def test_errors_form_json_type_error_shown() -> None:
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build({"title": ["Milk"], "owner": _UUID})
+    assert excinfo.value.errors == {"title": ["Not a valid value."]}
+    form = excinfo.value.form
+    assert form is not None
+    assert form.title.errors == ["Not a valid value."]
+
+
+def test_errors_order_is_the_form_order() -> None:
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build({"owner": "x", "title": "", "id": "nope"})
+    assert list(excinfo.value.errors) == ["id", "title", "owner"]
