@@ -19,8 +19,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
+import linecache
 import math
 import re
+import types
 import typing as t
 import uuid
 
@@ -45,6 +47,9 @@ class Plan(t.Protocol):
     trusted: frozenset[str]
     #: Whether ``object.__new__`` and setting each field does what calling the class does.
     direct: bool
+    #: ``make(values)``: the command of a ``values`` dict holding every field, ``id`` and
+    #: ``issued_at``, its slots set directly; ``None`` unless ``direct``.
+    make: t.Callable[[dict[str, t.Any]], t.Any] | None
 
     def __call__(self, data: t.Mapping[str, t.Any], /) -> dict[str, t.Any] | None:
         """Return the untrusted field values and ``"id"``, or ``None`` to use the real form."""
@@ -123,7 +128,7 @@ def _uuid_int(text: str) -> int | None:
         return None
 
 
-def _uuid_from_int(number: int) -> uuid.UUID:
+def uuid_from_int(number: int) -> uuid.UUID:
     """``uuid.UUID(int=number)`` for a 128-bit ``number``, at a third of its cost."""
     # The two slots uuid.UUID.__init__ sets.
     value = _new(uuid.UUID)
@@ -135,7 +140,7 @@ def _uuid_from_int(number: int) -> uuid.UUID:
 def _parse_uuid(text: str) -> t.Any:
     """``uuid.UUID(text)``, or ``_FAIL`` where it raises."""
     number = _uuid_int(text)
-    return _FAIL if number is None else _uuid_from_int(number)
+    return _FAIL if number is None else uuid_from_int(number)
 
 
 def _ident(text: str) -> t.Any:
@@ -312,7 +317,7 @@ def _model(validator: t.Any, kind: str) -> _Model | None:
     # Exact classes only: a subclass may override __call__.
     cls = type(validator)
     if cls is PlainText:
-        inline = ("if _BAD_TEXT.search(data) is not None:", "    error = True")
+        inline = ("if not data.isprintable() and _BAD_TEXT.search(data) is not None:", "    error = True")
         return _Model(_plain_text, inline, str_only=True)
     if cls is v.Optional:
         return _optional(validator)
@@ -599,7 +604,7 @@ _PROCESS_SOURCE = {
 # The generated form of _converter, where data is the submitted string (str kinds).
 _CONVERT_SOURCE = {
     "choice": "(choices_{i}.get(data) if data else None)",
-    "uuid": "((_parse_uuid(data) if uuid_int is None else _uuid_from_int(uuid_int)) if data else None)",
+    "uuid": "((_parse_uuid(data) if uuid_int is None else uuid_from_int(uuid_int)) if data else None)",
 }
 
 
@@ -787,7 +792,7 @@ def _generate(fields: list[_Field], owner: str) -> t.Callable[[t.Any], dict[str,
         "InvalidOperation": decimal.InvalidOperation,
         "_ident": _ident,
         "_uuid_int": _uuid_int,
-        "_uuid_from_int": _uuid_from_int,
+        "uuid_from_int": uuid_from_int,
         "_parse_uuid": _parse_uuid,
         "_BAD_TEXT": BAD_TEXT,
     }
@@ -817,7 +822,7 @@ def _generate(fields: list[_Field], owner: str) -> t.Callable[[t.Any], dict[str,
             form="\n".join(f"        {line}" for line in form),
         )
     )
-    exec(compile("\n".join(source), f"<fast path of {owner}>", "exec"), namespace)
+    _exec("\n".join(source), f"<fast path of {owner}>", namespace)
     for i, field in enumerate(fields):
         text = namespace[f"text_{i}"]
         namespace[f"other_json_{i}"] = _other_json(field.info, text)
@@ -980,6 +985,31 @@ def _constructs_directly(command: type | None) -> bool:
     return code is not None and code.co_filename == "<string>" and code.co_name == "__init__"
 
 
+def _maker(command: type, names: list[str]) -> t.Callable[[dict[str, t.Any]], t.Any] | None:
+    """``make(values)``: a new ``command`` with each slot in ``names`` set from ``values``.
+
+    What the dataclass ``__init__`` does for a class that ``_constructs_directly``, without its
+    argument parsing: a slot descriptor's ``__set__`` is the cheapest way to set a frozen field.
+    """
+    namespace: dict[str, t.Any] = {"_new": _new, "command": command}
+    lines = ["def make(values):", "    instance = _new(command)"]
+    for i, name in enumerate(names):
+        slot = next((k.__dict__[name] for k in command.__mro__ if name in k.__dict__), None)
+        if type(slot) is not types.MemberDescriptorType:
+            return None
+        namespace[f"set_{i}"] = slot.__set__
+        lines.append(f"    set_{i}(instance, values[{name!r}])")
+    lines.append("    return instance")
+    _exec("\n".join(lines), f"<make of {command.__qualname__}>", namespace)
+    return t.cast("t.Callable[[dict[str, t.Any]], t.Any]", namespace["make"])
+
+
+def _exec(source: str, filename: str, namespace: dict[str, t.Any]) -> None:
+    """Compile and run generated ``source``, registered in ``linecache`` so tracebacks show it."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+
+
 def compile_plan(
     fields: t.Sequence[FieldInfo], form_class: type[wtforms.Form], command: type | None = None
 ) -> Plan | None:
@@ -1025,5 +1055,10 @@ def compile_plan(
     setattr(plan, "errors", _Errors(compiled, ident, meta))  # noqa: B010
     # A function attribute keeps the plan a plain function: a __call__ would cost a call more.
     setattr(plan, "trusted", frozenset(info.name for info in fields if info.trusted))  # noqa: B010
-    setattr(plan, "direct", _constructs_directly(command))  # noqa: B010
+    direct = _constructs_directly(command)
+    setattr(plan, "direct", direct)  # noqa: B010
+    make = None
+    if direct and command is not None:
+        make = _maker(command, ["id", "issued_at", *(info.name for info in fields)])
+    setattr(plan, "make", make)  # noqa: B010
     return t.cast(Plan, plan)

@@ -36,32 +36,39 @@ _registry: dict[str, type[Command]] = {}
 
 
 class _IdPool:
-    """Random UUIDs from a batch of ``os.urandom`` bytes: a quarter of ``uuid.uuid4()``'s cost."""
+    """Random (version 4) UUIDs made in batches from ``os.urandom``: a fifth of ``uuid.uuid4()``'s cost.
 
-    _BATCH = 16 * 256
+    Lock-free and safe without the GIL: each id is made once and handed out by ``list.pop``, which
+    is atomic (also on free-threaded Python); threads that refill at once each make their own
+    batch. A forked child drops the parent's batch, so the two never hand out the same ids.
+    """
+
+    _BATCH = 256
 
     def __init__(self) -> None:
-        self._refill()
-        os.register_at_fork(after_in_child=self._refill)
+        self._ids: list[uuid.UUID] = []
+        os.register_at_fork(after_in_child=self._reset)
 
-    def _refill(self) -> None:
-        # After a fork the child must not hand out the same ids as its parent.
-        self._bytes = os.urandom(self._BATCH)
-        self._offset = 0
+    def _reset(self) -> None:
+        self._ids = []
 
     def next(self) -> uuid.UUID:
-        offset = self._offset
-        if offset >= self._BATCH:
-            self._refill()
-            offset = 0
-        self._offset = offset + 16
-        value = int.from_bytes(self._bytes[offset : offset + 16])
-        # Version 4 and the RFC 4122 variant, set exactly as uuid.UUID(bytes=..., version=4) does,
-        # without running its general constructor (half of build()'s id cost).
-        value = (value & _CLEAR_VERSION_AND_VARIANT) | _VERSION_4_RFC_4122
-        ident = object.__new__(uuid.UUID)
-        object.__setattr__(ident, "int", value)
-        object.__setattr__(ident, "is_safe", uuid.SafeUUID.unknown)
+        try:
+            return self._ids.pop()
+        except IndexError:
+            return self._refill()
+
+    def _refill(self) -> uuid.UUID:
+        raw = os.urandom(16 * self._BATCH)
+        from_bytes = int.from_bytes
+        make = _fastpath.uuid_from_int
+        # Version 4 and the RFC 4122 variant, set exactly as uuid.UUID(bytes=..., version=4) does.
+        ids = [
+            make((from_bytes(raw[i : i + 16]) & _CLEAR_VERSION_AND_VARIANT) | _VERSION_4_RFC_4122)
+            for i in range(0, len(raw), 16)
+        ]
+        ident = ids.pop()
+        self._ids = ids
         return ident
 
 
@@ -75,8 +82,12 @@ def new_id() -> uuid.UUID:
     return _ids.next()
 
 
+_now = datetime.datetime.now
+_UTC = datetime.UTC
+
+
 def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return _now(_UTC)
 
 
 def type_name(cls: type[Command]) -> str:
@@ -179,14 +190,9 @@ class Command(metaclass=_CommandMeta):
             fast["issued_at"] = _utcnow()
             if trusted:
                 fast.update(trusted)
-            if plan.direct:
-                # What the generated __init__ does, without its argument parsing: a third cheaper.
-                command = object.__new__(cls)
-                set_field = object.__setattr__
-                for name, value in fast.items():
-                    set_field(command, name, value)
-            else:
-                command = cls(**fast)  # one dict: merging ** arguments would copy them again
+            # plan.make does what the generated __init__ does, without its argument parsing (half
+            # the cost); cls() takes one dict: merging ** arguments would copy them again.
+            command = plan.make(fast) if plan.make is not None else cls(**fast)
             if signals.build_finished.receivers:
                 duration = time.perf_counter() - start
                 signals._send(signals.build_finished, cls, command=command, duration=duration)

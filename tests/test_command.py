@@ -9,7 +9,9 @@ import enum
 import itertools
 import json
 import math
+import os
 import re
+import threading
 import typing as t
 import uuid
 
@@ -25,7 +27,6 @@ from flask_commands import CommandInvalid
 from flask_commands import field
 from flask_commands import signals
 from flask_commands.command import _registry
-from flask_commands.command import new_id
 from flask_commands.command import type_name
 from flask_commands.forms import TEXT_PATTERN
 from flask_commands.testing import assert_invalid
@@ -1097,15 +1098,55 @@ def test_build_uuid_default_kept_when_not_posted() -> None:
     assert Linked.build(MultiDict()).ref == fixed
 
 
-def test_new_id_matches_uuid4_layout() -> None:
-    from flask_commands.command import _ids
+def test_new_id_matches_uuid4_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask_commands import command as module
 
-    for _ in range(300):  # crosses a refill of the batch
-        offset = _ids._offset if _ids._offset < _ids._BATCH else 0
-        raw = _ids._bytes[offset : offset + 16] if _ids._offset < _ids._BATCH else None
-        ident = new_id()
-        if raw is not None:
-            assert ident == uuid.UUID(bytes=raw, version=4)
+    batches: list[bytes] = []
+    real = os.urandom
+
+    def urandom(n: int) -> bytes:
+        batches.append(real(n))
+        return batches[-1]
+
+    monkeypatch.setattr(module.os, "urandom", urandom)
+    pool = module._IdPool()
+    made = [pool.next() for _ in range(300)]  # crosses a refill of the batch
+    assert len(batches) == 2
+    for ident in made:
         assert (ident.version, ident.variant) == (4, uuid.RFC_4122)
         assert uuid.UUID(str(ident)) == ident
         assert hash(ident) == hash(uuid.UUID(str(ident)))
+    # Each id is 16 bytes of a batch with the version and variant set, as uuid.UUID does it.
+    expected = {uuid.UUID(bytes=b[i : i + 16], version=4) for b in batches for i in range(0, len(b), 16)}
+    assert set(made) <= expected
+
+
+def test_new_id_unique_across_threads() -> None:
+    from flask_commands import command as module
+
+    pool = module._IdPool()
+    barrier = threading.Barrier(8)
+    results: list[list[uuid.UUID]] = [[] for _ in range(8)]
+
+    def take(out: list[uuid.UUID]) -> None:
+        barrier.wait()
+        out.extend(pool.next() for _ in range(5000))
+
+    threads = [threading.Thread(target=take, args=(out,)) for out in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [ident for out in results for ident in out]
+    assert len(set(every)) == len(every) == 40000
+
+
+def test_new_id_fork_child_drops_batch() -> None:
+    from flask_commands import command as module
+
+    pool = module._IdPool()
+    pool.next()
+    assert pool._ids
+    pool._reset()  # what os.register_at_fork runs in a child
+    assert pool._ids == []
+    assert pool.next().version == 4
