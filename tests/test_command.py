@@ -1150,3 +1150,21 @@ def test_new_id_fork_child_drops_batch() -> None:
     pool._reset()  # what os.register_at_fork runs in a child
     assert pool._ids == []
     assert pool.next().version == 4
+
+
+def test_from_dict_valid_builds_no_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    command = AddTodo(title="Milk", order=2, actor_id=7)
+    d = command.to_dict()
+
+    def no_form(*args: t.Any, **kwargs: t.Any) -> t.NoReturn:
+        raise AssertionError("the real form was built")
+
+    monkeypatch.setattr(AddTodo, "Form", no_form)
+    assert AddTodo.from_dict(d) == command
+
+
+def test_from_dict_invalid_value_still_refused() -> None:
+    d = AddTodo(title="Milk", actor_id=7).to_dict() | {"title": "x" * 201}
+    with pytest.raises(CommandInvalid) as exc_info:
+        AddTodo.from_dict(d)
+    assert exc_info.value.errors == {"title": ["Field cannot be longer than 200 characters."]}
