@@ -84,8 +84,6 @@ _UNSURE = 4  # not modelled for this value (WTForms might even raise): fall back
 _Check = t.Callable[[str | None, t.Any], int]
 _Process = t.Callable[[str], t.Any]
 
-_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
-_DATETIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
 _DATE_FORMATS = ["%Y-%m-%d"]
 _DATETIME_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
 
@@ -365,15 +363,20 @@ def _strptime(text: str, formats: t.Sequence[str]) -> datetime.datetime | None:
     return None
 
 
+_date_fromisoformat = datetime.date.fromisoformat
+_datetime_fromisoformat = datetime.datetime.fromisoformat
+
+
 def _date_process(formats: list[str]) -> _Process:
     """DateField: ``strptime(text, format).date()`` for the first format that fits."""
     fast = formats == _DATE_FORMATS
 
     def process(text: str) -> t.Any:
-        if fast and (match := _DATE.fullmatch(text)):
-            # strptime's %Y-%m-%d takes exactly those of these ASCII texts that are a valid date.
+        if fast and len(text) == 10 and text[4] == "-" and text[7] == "-":
+            # Of the texts shaped YYYY-MM-DD, fromisoformat takes ASCII digits that make a date,
+            # as strptime's %Y-%m-%d does; what it refuses, strptime decides below.
             try:
-                return datetime.date(int(match[1]), int(match[2]), int(match[3]))
+                return _date_fromisoformat(text)
             except ValueError:
                 pass
         parsed = _strptime(text, formats)
@@ -387,17 +390,19 @@ def _datetime_process(formats: list[str]) -> _Process:
     fast = formats == _DATETIME_FORMATS
 
     def process(text: str) -> t.Any:
-        if fast and (match := _DATETIME.fullmatch(text)):
-            # One of the four takes exactly those of these ASCII texts that are a valid datetime.
+        if (
+            fast
+            and (len(text) == 16 or (len(text) == 19 and text[16] == ":"))
+            and text[4] == "-"
+            and text[7] == "-"
+            and (text[10] == " " or text[10] == "T")
+            and text[13] == ":"
+            and text[11:13] != "24"  # some Python versions take 24:00 as the next midnight
+        ):
+            # Shaped as one of the four formats: fromisoformat takes ASCII digits that make a
+            # naive datetime, as strptime does; what it refuses, strptime decides below.
             try:
-                return datetime.datetime(
-                    int(match[1]),
-                    int(match[2]),
-                    int(match[3]),
-                    int(match[4]),
-                    int(match[5]),
-                    int(match[6] or 0),
-                )
+                return _datetime_fromisoformat(text)
             except ValueError:
                 pass
         parsed = _strptime(text, formats)
