@@ -221,7 +221,7 @@ def _length(validator: v.Length) -> _Model | None:
     return _Model(check, (f"if {test}:", "    error = True"), str_only=True)
 
 
-def _number_range(validator: v.NumberRange) -> _Model | None:
+def _number_range(validator: v.NumberRange, kind: str) -> _Model | None:
     """NumberRange: data not None, not NaN, and within the inclusive bounds."""
     low, high = validator.min, validator.max
     for bound in (low, high):
@@ -242,7 +242,22 @@ def _number_range(validator: v.NumberRange) -> _Model | None:
             return _PASS
         return _ERROR
 
-    return _Model(check)
+    finite = all(b is None or (type(b) in (int, float) and math.isfinite(b)) for b in (low, high))
+    if kind not in ("int", "float") or not finite:  # repr(inf) is no Python literal
+        return _Model(check)
+    # Inline, the common case only: an int or float within what a float holds exactly and within
+    # the bounds passes; anything else (None, NaN, infinities, huge ints) asks check().
+    bounds = [f"{low!r} <= data" if low is not None else "", f"data <= {high!r}" if high is not None else ""]
+    within = " and ".join(["-_EXACT_INT < data < _EXACT_INT", *(b for b in bounds if b)])
+    inline = (
+        f"if data is None or not ({within}):",
+        "    outcome = {check}(raw0, data)",
+        "    if outcome == _ERROR:",
+        "        error = True",
+        "    elif outcome != _PASS:",
+        "        return _FAIL",
+    )
+    return _Model(check, inline)
 
 
 def _uuid(raw0: str | None, data: t.Any) -> int:
@@ -327,7 +342,7 @@ def _model(validator: t.Any, kind: str) -> _Model | None:
     if cls is v.Length and kind in _STR_KINDS:  # len() of a number or a date raises
         return _length(validator)
     if cls is v.NumberRange and kind in _NUMBER_KINDS:  # comparing a string raises
-        return _number_range(validator)
+        return _number_range(validator, kind)
     if cls is v.UUID:
         return _Model(_uuid, _UUID_INLINE if kind == "uuid" else None, str_only=True)
     if cls is v.AnyOf or cls is v.NoneOf:
@@ -463,6 +478,8 @@ class _Field:
         self.template = template
         #: The generated text step (``text_i``): the field's value, or ``_FAIL``.
         self.text: t.Callable[[str, str], t.Any] = _no_text
+        #: Whether a JSON number still has checks to pass (else it is the value as it is).
+        self.number_checked = True
         self.models = models
         self.checks = tuple(model.check for model in models)
         self.process = process
@@ -625,7 +642,7 @@ def _chain_source(field: _Field, i: int, ok: str, *, str_data: bool, blank: bool
         if model.raw_only and not blank:
             continue
         if model.inline is not None and (str_data or not model.str_only):
-            lines += [line.replace("{ok}", ok) for line in model.inline]
+            lines += [line.replace("{ok}", ok).replace("{check}", f"check_{i}_{j}") for line in model.inline]
         else:
             lines += [
                 f"outcome = check_{i}_{j}(raw0, data)",
@@ -669,7 +686,9 @@ def _field_source(field: _Field, i: int) -> list[str]:
     lines = _function_source(f"def text_{i}(raw0, submitted):", body, ok)
     if kind in ("int", "float"):
         # A JSON number already parsed; the text normalise_json would make of it is not blank.
-        body = ['raw0 = "0"', *_chain_source(field, i, ok, str_data=False, blank=False)]
+        chain = _chain_source(field, i, ok, str_data=False, blank=False)
+        field.number_checked = bool(chain)
+        body = ['raw0 = "0"', *chain]
         lines += _function_source(f"def number_{i}(data):", body, ok)
     return lines
 
@@ -680,23 +699,23 @@ def _json_source(field: _Field, i: int) -> list[str]:
     lines = [f"value = data.get({field.info.name!r})", "if type(value) is str:"]
     # forms._json_text passes strings through, except to a bool field (a type error).
     lines.append("    value = _FAIL" if kind == "bool" else f"    value = text_{i}(value, value)")
+    # Without checks, number_i(x) is x: no call.
+    number = f"number_{i}(value)" if field.number_checked else "value"
     if kind == "int":
         lines += [
             "elif type(value) is int and -_EXACT_INT < value < _EXACT_INT:",
-            f"    value = number_{i}(value)",
+            f"    value = {number}",
         ]
     elif kind == "float":
         lines += [
             "elif type(value) is float:",
-            f"    value = number_{i}(value)",  # float(repr(x)) is x, and nan stays nan
+            f"    value = {number}",  # float(repr(x)) is x, and nan stays nan
             "elif type(value) is int and -_EXACT_INT < value < _EXACT_INT:",
             f"    value = number_{i}(float(value))",
         ]
     elif kind == "bool":
-        lines += [
-            "elif type(value) is bool:",
-            f'    value = text_{i}("y", "y") if value else text_{i}("false", "false")',
-        ]
+        # What the text step makes of "y" and "false" does not depend on the input: worked out once.
+        lines += ["elif type(value) is bool:", f"    value = json_true_{i} if value else json_false_{i}"]
     lines += ["elif value is None:"]
     lines.append(f"    value = absent_json_{i}" if field.static else f"    value = missing_json_{i}()")
     lines += ["else:", f"    value = other_json_{i}(value)"]
@@ -833,6 +852,8 @@ def _generate(fields: list[_Field], owner: str) -> t.Callable[[t.Any], dict[str,
         namespace[f"other_json_{i}"] = _other_json(field.info, text)
         namespace[f"other_form_{i}"] = _other_form(text, field.info.kind in ("date", "datetime"))
         field.text = text
+        namespace[f"json_true_{i}"] = text("y", "y")
+        namespace[f"json_false_{i}"] = text("false", "false")
     return t.cast("t.Callable[[t.Any], dict[str, t.Any] | None]", namespace["plan"])
 
 

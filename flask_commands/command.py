@@ -75,6 +75,9 @@ class _IdPool:
 _CLEAR_VERSION_AND_VARIANT = ~((0xC000 << 48) | (0xF000 << 64))
 _VERSION_4_RFC_4122 = (0x8000 << 48) | (4 << 76)
 _ids = _IdPool()
+_next_id = _ids.next
+_build_started = signals.build_started
+_build_finished = signals.build_finished
 
 
 def new_id() -> uuid.UUID:
@@ -178,29 +181,30 @@ class Command(metaclass=_CommandMeta):
         # only runs (and raises) when the names differ.
         if plan is None or ((trusted or plan.trusted) and trusted.keys() != plan.trusted):
             cls._check_trusted(trusted)
-        timed = signals.build_started.receivers or signals.build_finished.receivers
-        start = time.perf_counter() if timed else 0.0
-        if signals.build_started.receivers:
-            signals._send(signals.build_started, cls, data=data)
+        started = _build_started.receivers
+        finished = _build_finished.receivers
+        start = time.perf_counter() if started or finished else 0.0
+        if started:
+            signals._send(_build_started, cls, data=data)
         # The fast path returns values only when it has proved the form would give the same;
         # else (invalid or unusual input) the real form below decides and words every error.
         if plan is not None and (fast := plan(data)) is not None:
             if fast["id"] is None:
-                fast["id"] = new_id()
-            fast["issued_at"] = _utcnow()
+                fast["id"] = _next_id()
+            fast["issued_at"] = _now(_UTC)
             if trusted:
                 fast.update(trusted)
             # plan.make does what the generated __init__ does, without its argument parsing (half
             # the cost); cls() takes one dict: merging ** arguments would copy them again.
             command = plan.make(fast) if plan.make is not None else cls(**fast)
-            if signals.build_finished.receivers:
+            if finished:
                 duration = time.perf_counter() - start
                 signals._send(signals.build_finished, cls, command=command, duration=duration)
             return command
         if plan is not None and (errors := plan.errors(data)) is not None:
             # Invalid input, worded by WTForms' own fields without the form: it is built only if
             # something reads CommandInvalid.form (a template re-rendering it).
-            if signals.build_finished.receivers:
+            if finished:
                 duration = time.perf_counter() - start
                 signals._send(signals.build_finished, cls, errors=errors, duration=duration)
             raise _FormlessInvalid(errors, cls, data)
@@ -228,7 +232,7 @@ class Command(metaclass=_CommandMeta):
                 errors[bound.name] = list(bound.errors)
         if errors:
             form.id.data = str(new_id())
-            if signals.build_finished.receivers:
+            if finished:
                 duration = time.perf_counter() - start
                 signals._send(signals.build_finished, cls, errors=errors, duration=duration)
             raise CommandInvalid(errors, form)
@@ -240,7 +244,7 @@ class Command(metaclass=_CommandMeta):
             **values,
             **trusted,
         )
-        if signals.build_finished.receivers:
+        if finished:
             signals._send(signals.build_finished, cls, command=command, duration=time.perf_counter() - start)
         return command
 

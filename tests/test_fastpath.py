@@ -645,3 +645,22 @@ def test_errors_order_is_the_form_order() -> None:
     with pytest.raises(CommandInvalid) as excinfo:
         Todo.build({"owner": "x", "title": "", "id": "nope"})
     assert list(excinfo.value.errors) == ["id", "title", "owner"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"count": 5, "ratio": 0.5},
+        {"count": -1, "ratio": float("inf")},
+        {"count": 10**400, "ratio": float("nan")},
+        {"count": "7", "ratio": "-inf"},
+        MultiDict({"count": "1" * 400, "ratio": "1e400"}),
+    ],
+)
+def test_number_range_bounds_same_as_form(data: t.Any) -> None:
+    class Bounded(Command):
+        count: int = field(validators=[v.NumberRange(min=-5, max=10**20)])
+        ratio: float = field(validators=[v.NumberRange(min=float("-inf"), max=1.0)])
+
+    assert Bounded._plan is not None
+    _assert_same(Bounded, data)
