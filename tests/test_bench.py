@@ -45,6 +45,17 @@ def test_bench_build_runs() -> None:
     assert "build / pydantic" in out
 
 
+def test_bench_peers_runs() -> None:
+    out = _run("peers.py", "--seconds", "1", "--batch", "20")
+    assert "command (valid)" in out
+    assert "command (invalid)" in out
+
+
+def test_bench_peers_profile_runs() -> None:
+    out = _run("peers.py", "--profile", "command:invalid")
+    assert "function calls" in out
+
+
 def test_bench_idempotency_runs() -> None:
     url = require_service("postgresql")
     out = _run("idempotency.py", "--commands", "30", "--postgresql", url)
