@@ -103,7 +103,13 @@ class _CommandMeta(type):
     """Make every ``Command`` subclass a frozen, keyword-only, slotted dataclass with a form."""
 
     def __new__(
-        mcs, name: str, bases: tuple[type, ...], namespace: dict[str, t.Any], **kwargs: t.Any
+        mcs,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict[str, t.Any],
+        *,
+        fast_path: bool | None = None,
+        **kwargs: t.Any,
     ) -> t.Any:
         if "__dataclass_fields__" in namespace:
             # dataclasses re-creating the class with __slots__.
@@ -137,7 +143,9 @@ class _CommandMeta(type):
         cls.Form = make_form_class(name, infos, getattr(cls, "Meta", None))
         cls.Form.__module__ = cls.__module__
         cls.Form.__qualname__ = f"{cls.__qualname__}.Form"
-        cls._plan = _fastpath.compile_plan(infos, cls.Form, cls)
+        if fast_path is not None:
+            cls._fast_path = fast_path
+        cls._plan = _fastpath.compile_plan(infos, cls.Form, cls) if cls._fast_path else None
         _registry[type_name(cls)] = cls
         return cls
 
@@ -152,7 +160,9 @@ class Command(metaclass=_CommandMeta):
 
     Every command carries ``id`` (the idempotency key) and ``issued_at`` (UTC, stamped by the
     server when the command is built). A nested ``class Meta`` becomes the form's ``Meta``
-    (``locales = ["de"]`` translates WTForms' messages, on the fast path too).
+    (``locales = ["de"]`` translates WTForms' messages, on the fast path too). The class keyword
+    ``fast_path=False`` (``class Cmd(Command, fast_path=False)``) makes ``build`` always use the
+    real form: for debugging, or to compare the two.
     """
 
     #: The idempotency key: taken from input when present, else new.
@@ -163,6 +173,8 @@ class Command(metaclass=_CommandMeta):
     #: The ``wtforms.Form`` subclass derived from the annotations.
     Form: t.ClassVar[type[wtforms.Form]]
     _fields: t.ClassVar[tuple[FieldInfo, ...]] = ()
+    #: ``class Cmd(Command, fast_path=False)``: always build through the real form (inherited).
+    _fast_path: t.ClassVar[bool] = True
     #: The compiled fast path of :meth:`build`; ``None`` where the real form always decides.
     _plan: t.ClassVar[_fastpath.Plan | None] = None
 

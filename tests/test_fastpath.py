@@ -1,13 +1,12 @@
 """Tests for flask_commands._fastpath: the compiled fast path of build() against the real form.
 
-The differential tests build every input twice, with the fast path and with it switched off
-(``Cmd._plan = None``), and require the same command, the same ``CommandInvalid.errors``, or the
-same exception.
+The differential tests build every input twice, with the fast path and with a twin of the class
+declared ``fast_path=False`` (always the real form), and require the same command, the same
+``CommandInvalid.errors``, or the same exception.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import decimal
 import enum
@@ -214,12 +213,16 @@ def _form_inputs(cls: type[Command]) -> st.SearchStrategy[MultiDict[str, str]]:
     )
 
 
-@contextlib.contextmanager
-def _slow_path(cls: type[Command]) -> t.Iterator[None]:
-    """Switch the fast path of ``cls`` off: every build goes through the real form."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cls, "_plan", None)
-        yield
+_twins: dict[type[Command], type[Command]] = {}
+
+
+def slow(cls: type[Command]) -> type[Command]:
+    """A twin of ``cls`` declared ``fast_path=False``: every build goes through the real form."""
+    if cls not in _twins:
+        namespace = {"__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}.slow"}
+        _twins[cls] = type(cls)(cls.__name__, (cls,), namespace, fast_path=False)
+        assert _twins[cls]._plan is None
+    return _twins[cls]
 
 
 def _outcome(cls: type[Command], data: t.Any, **trusted: t.Any) -> tuple[t.Any, ...]:
@@ -242,10 +245,7 @@ def _outcome(cls: type[Command], data: t.Any, **trusted: t.Any) -> tuple[t.Any, 
 def _assert_same(cls: type[Command], data: t.Any, **trusted: t.Any) -> None:
     """The fast path and the real form give the same outcome for ``data``."""
     assert cls._plan is not None
-    fast = _outcome(cls, data, **trusted)
-    with _slow_path(cls):
-        slow = _outcome(cls, data, **trusted)
-    assert fast == slow
+    assert _outcome(cls, data, **trusted) == _outcome(slow(cls), data, **trusted)
 
 
 _differential = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -368,6 +368,40 @@ def test_build_fast_path_new_id_when_absent() -> None:
     assert first.id != second.id
 
 
+def test_fast_path_false_has_no_plan() -> None:
+    class Plain(Command, fast_path=False):
+        title: str = ""
+
+    class Child(Plain):
+        note: str = ""
+
+    class Again(Plain, fast_path=True):
+        pass
+
+    assert (Plain._plan, Child._plan) == (None, None)
+    assert Again._plan is not None
+    assert Plain.build({"title": "Milk"}).title == "Milk"
+
+
+def test_generated_source_in_linecache() -> None:
+    import linecache
+    import traceback
+
+    assert Todo._plan is not None
+    filename = Todo._plan.__code__.co_filename
+    assert linecache.getline(filename, 1).startswith("def text_0(")
+    with pytest.raises(RuntimeError) as excinfo:
+        Todo._plan(_Boom())
+    frames = traceback.extract_tb(excinfo.value.__traceback__)
+    # The traceback shows the generated line that failed, not an empty "<fast path ...>" frame.
+    assert (frames[-2].filename, frames[-2].line) == (filename, "raw = getlist('title')")
+
+
+class _Boom(MultiDict[str, str]):
+    def getlist(self, key: str, type: t.Any = None) -> t.NoReturn:  # type: ignore[override]
+        raise RuntimeError("boom")
+
+
 def test_build_invalid_falls_back_to_form() -> None:
     with pytest.raises(CommandInvalid) as excinfo:
         Todo.build({"title": "", "owner": _UUID})
@@ -467,15 +501,13 @@ def test_compile_none_builds_with_form() -> None:
 
 
 @pytest.fixture(params=["fast", "slow"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test on the fast path and on the real form."""
-    if request.param == "slow":
-        monkeypatch.setattr(Chains, "_plan", None)
-    return t.cast(str, request.param)
+def path(request: pytest.FixtureRequest) -> type[Command]:
+    """Run the test on the fast path and on the real form: the class to build."""
+    return Chains if request.param == "fast" else slow(Chains)
 
 
 @pytest.fixture
-def sent() -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
+def sent(path: type[Command]) -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
     """The build signals sent during the test, as ``(name, kwargs)``."""
     records: list[tuple[str, dict[str, t.Any]]] = []
 
@@ -485,16 +517,16 @@ def sent() -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
     def finished(sender: t.Any, **kwargs: t.Any) -> None:
         records.append(("build_finished", kwargs))
 
-    signals.build_started.connect(started, sender=Chains)
-    signals.build_finished.connect(finished, sender=Chains)
+    signals.build_started.connect(started, sender=path)
+    signals.build_finished.connect(finished, sender=path)
     yield records
     signals.build_started.disconnect(started)
     signals.build_finished.disconnect(finished)
 
 
-def test_build_trusted_missing_raises_before_signals(path: str, sent: list[t.Any]) -> None:
+def test_build_trusted_missing_raises_before_signals(path: type[Command], sent: list[t.Any]) -> None:
     with pytest.raises(TypeError) as excinfo:
-        Chains.build({"name": "n", "label": "l"})
+        path.build({"name": "n", "label": "l"})
     assert excinfo.value.args == (
         "Chains.build() needs the trusted value 'actor'; pass it as a keyword argument, e.g."
         " build(data, actor=...).",
@@ -502,9 +534,9 @@ def test_build_trusted_missing_raises_before_signals(path: str, sent: list[t.Any
     assert sent == []
 
 
-def test_build_trusted_unknown_raises_before_signals(path: str, sent: list[t.Any]) -> None:
+def test_build_trusted_unknown_raises_before_signals(path: type[Command], sent: list[t.Any]) -> None:
     with pytest.raises(TypeError) as excinfo:
-        Chains.build({"name": "n", "label": "l"}, actor=1, owner=2)
+        path.build({"name": "n", "label": "l"}, actor=1, owner=2)
     assert excinfo.value.args == (
         "Chains has no trusted field 'owner'; trusted values are only for fields declared with"
         " field(trusted=True).",
@@ -512,9 +544,9 @@ def test_build_trusted_unknown_raises_before_signals(path: str, sent: list[t.Any
     assert sent == []
 
 
-def test_build_signals_on_success(path: str, sent: list[tuple[str, dict[str, t.Any]]]) -> None:
+def test_build_signals_on_success(path: type[Command], sent: list[tuple[str, dict[str, t.Any]]]) -> None:
     data = {"name": "n", "label": "l"}
-    command = Chains.build(data, actor=1)
+    command = path.build(data, actor=1)
     assert command.actor == 1
     assert [name for name, _ in sent] == ["build_started", "build_finished"]
     assert sent[0][1] == {"data": data}
@@ -522,9 +554,9 @@ def test_build_signals_on_success(path: str, sent: list[tuple[str, dict[str, t.A
     assert sent[1][1]["duration"] >= 0
 
 
-def test_build_signals_on_errors(path: str, sent: list[tuple[str, dict[str, t.Any]]]) -> None:
+def test_build_signals_on_errors(path: type[Command], sent: list[tuple[str, dict[str, t.Any]]]) -> None:
     with pytest.raises(CommandInvalid):
-        Chains.build({"name": " ", "label": "l"}, actor=1)
+        path.build({"name": " ", "label": "l"}, actor=1)
     assert [name for name, _ in sent] == ["build_started", "build_finished"]
     assert sent[1][1]["errors"] == {"name": ["This field is required."]}
 
@@ -567,11 +599,9 @@ def test_localised_form_post_same_as_form(data: MultiDict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "form"])
-def test_errors_translated(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not fast:
-        monkeypatch.setattr(Localised, "_plan", None)
+def test_errors_translated(fast: bool) -> None:
     with pytest.raises(CommandInvalid) as excinfo:
-        Localised.build({"title": "", "count": "x"})
+        (Localised if fast else slow(Localised)).build({"title": "", "count": "x"})
     assert excinfo.value.errors == {
         "title": ["Dieses Feld wird benötigt."],
         "count": ["Keine gültige, ganze Zahl."],
@@ -580,12 +610,10 @@ def test_errors_translated(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "form"])
 @pytest.mark.parametrize("data", [{"count": "abc"}, MultiDict({"count": "abc"})], ids=["json", "form"])
-def test_errors_type_error_alone(fast: bool, data: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_type_error_alone(fast: bool, data: t.Any) -> None:
     # "abc" is no number: NumberRange would only say so again.
-    if not fast:
-        monkeypatch.setattr(Todo, "_plan", None)
     with pytest.raises(CommandInvalid) as excinfo:
-        Todo.build({"title": "Milk", "owner": _UUID, **data})
+        (Todo if fast else slow(Todo)).build({"title": "Milk", "owner": _UUID, **data})
     assert excinfo.value.errors == {"count": ["Not a valid integer value."]}
 
 
