@@ -75,6 +75,7 @@ class _IdPool:
 _CLEAR_VERSION_AND_VARIANT = ~((0xC000 << 48) | (0xF000 << 64))
 _VERSION_4_RFC_4122 = (0x8000 << 48) | (4 << 76)
 _ids = _IdPool()
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 _next_id = _ids.next
 _build_started = signals.build_started
 _build_finished = signals.build_finished
@@ -317,7 +318,9 @@ class Command(metaclass=_CommandMeta):
         """Return the command as JSON values: ``id``, ``issued_at`` and every field."""
         result: dict[str, t.Any] = {"id": str(self.id), "issued_at": self.issued_at.isoformat()}
         for info in self._fields:
-            result[info.name] = _codec.to_jsonable(getattr(self, info.name))
+            value = getattr(self, info.name)
+            # JSON values as they are (exact types: an IntEnum is an int, but not a JSON one).
+            result[info.name] = value if type(value) in _JSON_SCALARS else _codec.to_jsonable(value)
         return result
 
     @classmethod
