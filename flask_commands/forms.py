@@ -226,7 +226,7 @@ def _unbound_field(info: FieldInfo) -> t.Any:
         if info.optional:
             choices.insert(0, _select_choice("", ""))
         kwargs["choices"] = choices
-    return _FIELD_CLASSES[info.kind](**kwargs)
+    return FIELD_CLASSES[info.kind](**kwargs)
 
 
 def _form_default(info: FieldInfo) -> t.Any:
@@ -257,7 +257,7 @@ def _choice_label(value: t.Any) -> str:
     return str(value)
 
 
-_FIELD_CLASSES: dict[str, type[wtforms.Field]] = {
+FIELD_CLASSES: dict[str, type[wtforms.Field]] = {
     "str": wtforms.StringField,
     "int": wtforms.IntegerField,
     "float": wtforms.FloatField,
@@ -302,7 +302,7 @@ def normalise_json(
         value = data.get(info.name)
         if value is None:
             continue
-        text = _json_text(info, value)
+        text = json_text(info, value)
         if text is None:
             type_errors[info.name] = [NOT_A_VALID_VALUE]
         else:
@@ -316,7 +316,7 @@ def normalise_json(
     return formdata, type_errors
 
 
-def _json_text(info: FieldInfo, value: t.Any) -> str | None:
+def json_text(info: FieldInfo, value: t.Any) -> str | None:
     """Return what a browser would send for JSON ``value``, or ``None`` for a wrong JSON type."""
     if isinstance(value, bool):
         if info.kind == "bool":
