@@ -257,16 +257,44 @@ def _choice_label(value: t.Any) -> str:
     return str(value)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldKind:
+    """What the package knows of one kind of field; the form, the JSON Schema and the fast path read it."""
+
+    #: The derived WTForms field class (``None`` for a custom ``form_field``).
+    field_class: type[wtforms.Field] | None
+    #: The field's JSON Schema, before validators add to it.
+    schema: dict[str, t.Any]
+    #: Whether the field's data is the submitted text itself (``Length``, ``Regexp`` apply).
+    text_data: bool = False
+    #: Whether the field's data is a number (``NumberRange`` applies).
+    number: bool = False
+
+
+#: The table of field kinds: one row per ``Kind``.
+KINDS: dict[str, FieldKind] = {
+    "str": FieldKind(wtforms.StringField, {"type": "string"}, text_data=True),
+    "int": FieldKind(wtforms.IntegerField, {"type": "integer"}, number=True),
+    "float": FieldKind(wtforms.FloatField, {"type": "number"}, number=True),
+    "decimal": FieldKind(
+        wtforms.DecimalField, {"type": ["number", "string"], "format": "decimal"}, number=True
+    ),
+    "bool": FieldKind(wtforms.BooleanField, {"type": "boolean"}),
+    "date": FieldKind(wtforms.DateField, {"type": "string", "format": "date"}),
+    # Not "date-time" (RFC 3339 requires an offset): a datetime field takes the local date and time
+    # an HTML datetime-local input sends.
+    "datetime": FieldKind(
+        wtforms.DateTimeLocalField,
+        {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?$"},
+    ),
+    "uuid": FieldKind(wtforms.StringField, {"type": "string", "format": "uuid"}, text_data=True),
+    "choice": FieldKind(wtforms.SelectField, {}, text_data=True),
+    "custom": FieldKind(None, {}),
+}
+
+#: The derived field class of each kind (from ``KINDS``).
 FIELD_CLASSES: dict[str, type[wtforms.Field]] = {
-    "str": wtforms.StringField,
-    "int": wtforms.IntegerField,
-    "float": wtforms.FloatField,
-    "decimal": wtforms.DecimalField,
-    "bool": wtforms.BooleanField,
-    "date": wtforms.DateField,
-    "datetime": wtforms.DateTimeLocalField,
-    "uuid": wtforms.StringField,
-    "choice": wtforms.SelectField,
+    kind: row.field_class for kind, row in KINDS.items() if row.field_class is not None
 }
 
 
@@ -340,21 +368,6 @@ def json_text(info: FieldInfo, value: t.Any) -> str | None:
     return None
 
 
-_JSON_TYPES: dict[str, dict[str, t.Any]] = {
-    "str": {"type": "string"},
-    "int": {"type": "integer"},
-    "float": {"type": "number"},
-    "decimal": {"type": ["number", "string"], "format": "decimal"},
-    "bool": {"type": "boolean"},
-    "date": {"type": "string", "format": "date"},
-    # Not "date-time" (RFC 3339 requires an offset): a datetime field takes the local date and time
-    # an HTML datetime-local input sends.
-    "datetime": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?$"},
-    "uuid": {"type": "string", "format": "uuid"},
-    "custom": {},
-}
-
-
 def json_schema(title: str, fields: t.Sequence[FieldInfo]) -> dict[str, t.Any]:
     """Return the JSON Schema (2020-12) of a command's JSON input (trusted fields left out)."""
     properties: dict[str, t.Any] = {
@@ -364,7 +377,7 @@ def json_schema(title: str, fields: t.Sequence[FieldInfo]) -> dict[str, t.Any]:
     for info in fields:
         if info.trusted:
             continue
-        schema = dict(_JSON_TYPES.get(info.kind, {}))
+        schema = dict(KINDS[info.kind].schema)
         if info.kind == "choice":
             schema["enum"] = [
                 value.value if isinstance(value, enum.Enum) else value for value in info.choices.values()

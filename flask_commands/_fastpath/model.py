@@ -23,7 +23,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.meta import DefaultMeta
 
 from ..forms import BAD_TEXT
-from ..forms import FIELD_CLASSES
+from ..forms import KINDS
 from ..forms import FieldInfo
 from ..forms import PlainText
 
@@ -64,8 +64,8 @@ EXACT_INT = 2**53
 # The constructor arguments forms._unbound_field passes; any other one changes behaviour.
 _KNOWN_KWARGS = frozenset({"label", "validators", "description", "render_kw", "default"})
 # Kinds whose data is the submitted string itself.
-STR_KINDS = frozenset({"str", "uuid", "choice"})
-_NUMBER_KINDS = frozenset({"int", "float", "decimal"})
+STR_KINDS = frozenset(kind for kind, row in KINDS.items() if row.text_data)
+_NUMBER_KINDS = frozenset(kind for kind, row in KINDS.items() if row.number)
 _NUMBER_TYPES = (int, float, decimal.Decimal)
 _MATCHERS = (re.match, re.search, re.fullmatch)
 
@@ -508,7 +508,7 @@ def _no_text(raw0: str, submitted: str) -> t.Any:
 def compile_field(info: FieldInfo, unbound: t.Any, meta: DefaultMeta) -> CompiledField | None:
     """Compile one derived field, or return ``None`` if anything about it is not modelled."""
     kind = info.kind
-    if getattr(unbound, "field_class", None) is not FIELD_CLASSES.get(kind):
+    if getattr(unbound, "field_class", None) is not KINDS[kind].field_class:
         return None  # a custom form_field, or a field class not modelled
     kwargs = dict(unbound.kwargs)
     choice_texts = None
