@@ -400,6 +400,21 @@ class _FormlessInvalid(CommandInvalid):
         self._command = None
 
 
+def command_fields(command: type[Command] | Command) -> tuple[FieldInfo, ...]:
+    """Return the declared fields of a command class (or of a command's class), in order.
+
+    A read-only view, as :func:`dataclasses.fields`: each :class:`~flask_commands.forms.FieldInfo`
+    gives the field's ``name``, ``annotation``, ``kind``, whether it is ``trusted``, ``optional``
+    or ``required``, its ``default`` and its ``form_field``. ``id`` and ``issued_at`` are not in it.
+
+    :raises TypeError: for anything that is not a command class or command.
+    """
+    cls = command if isinstance(command, type) else type(command)
+    if not issubclass(cls, Command):
+        raise TypeError(f"command_fields() takes a Command subclass or a command, not {command!r}.")
+    return cls._fields
+
+
 def _uuid_or_none(value: str | uuid.UUID | None) -> uuid.UUID | None:
     """A validated UUID field's value: a UUID (its default may be one already), or ``None``."""
     if isinstance(value, uuid.UUID):

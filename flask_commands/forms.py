@@ -116,7 +116,7 @@ Kind = t.Literal["str", "int", "float", "decimal", "bool", "date", "datetime", "
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class FieldInfo:
-    """What a command needs to know of one declared field."""
+    """One declared field of a command, read-only, as :func:`.command.command_fields` gives it."""
 
     name: str
     annotation: t.Any
@@ -126,8 +126,13 @@ class FieldInfo:
     trusted: bool
     default: t.Any  # a value, a zero-argument callable (default_factory), or dataclasses.MISSING
     has_factory: bool
-    choices: dict[str, t.Any]  # submitted text → Python value, for enums and Literals
+    choices: t.Mapping[str, t.Any]  # submitted text → Python value, for enums and Literals (read-only)
     options: _FieldOptions
+
+    @property
+    def form_field(self) -> wtforms.Field | None:
+        """The unbound WTForms field given with ``field(form_field=...)``, or ``None`` (derived)."""
+        return self.options.form_field
 
     def default_value(self) -> t.Any:
         """Return the default, calling the factory if there is one."""
@@ -190,7 +195,7 @@ def inspect_field(owner: str, f: dataclasses.Field[t.Any], annotation: t.Any) ->
         trusted=options.trusted,
         default=default,
         has_factory=has_factory,
-        choices=choices,
+        choices=types.MappingProxyType(choices),
         options=options,
     )
 

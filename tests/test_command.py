@@ -1168,3 +1168,33 @@ def test_from_dict_invalid_value_still_refused() -> None:
     with pytest.raises(CommandInvalid) as exc_info:
         AddTodo.from_dict(d)
     assert exc_info.value.errors == {"title": ["Field cannot be longer than 200 characters."]}
+
+
+def test_command_fields_of_class_and_instance() -> None:
+    from flask_commands.command import command_fields
+
+    names = [info.name for info in command_fields(AddTodo)]
+    assert names == ["title", "order", "completed", "actor_id"]
+    assert command_fields(AddTodo(title="Milk", actor_id=1)) == command_fields(AddTodo)
+    trusted = {info.name: info.trusted for info in command_fields(AddTodo)}
+    assert trusted == {"title": False, "order": False, "completed": False, "actor_id": True}
+
+
+def test_command_fields_read_only() -> None:
+    from flask_commands.command import command_fields
+
+    info = command_fields(Everything)[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.name = "other"  # type: ignore[misc]
+    color = next(i for i in command_fields(Everything) if i.kind == "choice")
+    with pytest.raises(TypeError):
+        color.choices["x"] = 1  # type: ignore[index]
+
+
+def test_command_fields_refuses_other_types() -> None:
+    from flask_commands.command import command_fields
+
+    with pytest.raises(TypeError) as excinfo:
+        command_fields(t.cast(t.Any, dict))
+    message = "command_fields() takes a Command subclass or a command, not <class 'dict'>."
+    assert excinfo.value.args == (message,)
