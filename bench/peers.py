@@ -36,6 +36,7 @@ import json
 import os
 import pstats
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -424,9 +425,13 @@ def http(names: list[str], seconds: int, rounds: int) -> None:
                         rates.setdefault((name, path), []).append(rate)
             finally:
                 for process in processes.values():
-                    process.terminate()
+                    process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
                 for process in processes.values():
-                    process.wait(timeout=10)
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
             median = {key: statistics.median(values) for key, values in rates.items()}
             print(f"gunicorn {setting}, wrk -t1 -c8, {rounds} x {seconds} s, medians; ratio to bare Flask:")
             for path in PATHS:
