@@ -64,6 +64,8 @@ class _FieldOptions:
     trusted: bool
     form_field: wtforms.Field | None
     render_kw: dict[str, t.Any] | None
+    json_schema: dict[str, t.Any] | None = None
+    from_json: t.Callable[[t.Any], list[str] | None] | None = None
 
 
 def field(
@@ -76,6 +78,8 @@ def field(
     trusted: bool = False,
     form_field: wtforms.Field | None = None,
     render_kw: dict[str, t.Any] | None = None,
+    json_schema: dict[str, t.Any] | None = None,
+    from_json: t.Callable[[t.Any], list[str] | None] | None = None,
 ) -> t.Any:
     """Declare a command field with its validators, label and options.
 
@@ -88,6 +92,11 @@ def field(
         never on the form.
     :param form_field: an unbound WTForms field (``StringField(...)``) that replaces the derived one.
     :param render_kw: extra HTML attributes for the derived field's widget.
+    :param json_schema: the JSON Schema of a ``form_field``'s JSON value (else ``{}``: any).
+    :param from_json: for a ``form_field``: turns its JSON value into the texts a browser would
+        post (a list, several for a multi-valued field), or ``None`` for a value of the wrong
+        JSON type. By default a string, number or boolean is one text and an array of them one
+        text each.
     """
     options = _FieldOptions(
         validators=tuple(validators),
@@ -96,6 +105,8 @@ def field(
         trusted=trusted,
         form_field=form_field,
         render_kw=render_kw,
+        json_schema=json_schema,
+        from_json=from_json,
     )
     return dataclasses.field(
         default=default,
@@ -335,11 +346,12 @@ def normalise_json(
         value = data.get(info.name)
         if value is None:
             continue
-        text = json_text(info, value)
-        if text is None:
+        texts = json_texts(info, value)
+        if texts is None:
             type_errors[info.name] = [NOT_A_VALID_VALUE]
         else:
-            formdata.add(info.name, text)
+            for text in texts:
+                formdata.add(info.name, text)
     ident = data.get("id")
     if ident is not None:
         if isinstance(ident, str):
@@ -347,6 +359,20 @@ def normalise_json(
         else:
             type_errors["id"] = [NOT_A_VALID_VALUE]
     return formdata, type_errors
+
+
+def json_texts(info: FieldInfo, value: t.Any) -> list[str] | None:
+    """The texts a browser would post for JSON ``value`` (not ``None``); ``None`` for a wrong type."""
+    if info.kind != "custom":
+        text = json_text(info, value)
+        return None if text is None else [text]
+    if info.options.from_json is not None:
+        return info.options.from_json(value)
+    if isinstance(value, list):  # a multi-valued field: one text per item
+        texts = [json_text(info, item) for item in value]
+        return None if None in texts else t.cast("list[str]", texts)
+    text = json_text(info, value)
+    return None if text is None else [text]
 
 
 def json_text(info: FieldInfo, value: t.Any) -> str | None:
@@ -383,6 +409,8 @@ def json_schema(title: str, fields: t.Sequence[FieldInfo]) -> dict[str, t.Any]:
         if info.trusted:
             continue
         schema = dict(KINDS[info.kind].schema)
+        if info.kind == "custom" and info.options.json_schema is not None:
+            schema = dict(info.options.json_schema)
         if info.kind == "choice":
             schema["enum"] = [
                 value.value if isinstance(value, enum.Enum) else value for value in info.choices.values()

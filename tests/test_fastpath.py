@@ -469,11 +469,11 @@ def test_compile_none_for_validator_subclass() -> None:
     assert WithSubclass._plan is None
 
 
-def test_compile_none_for_custom_form_field() -> None:
-    class WithFormField(Command):
-        title: str = field(form_field=wtforms.TextAreaField())
+def test_compile_none_for_nested_form_field() -> None:
+    class WithList(Command):
+        titles: list[str] = field(default_factory=list, form_field=wtforms.FieldList(wtforms.StringField()))
 
-    assert WithFormField._plan is None
+    assert WithList._plan is None
 
 
 def test_compile_none_for_length_on_number() -> None:
@@ -692,3 +692,68 @@ def test_number_range_bounds_same_as_form(data: t.Any) -> None:
 
     assert Bounded._plan is not None
     _assert_same(Bounded, data)
+
+
+# --- the application's own fields beside derived ones -------------------------------------------
+
+
+class Custom(Command):
+    """Custom form fields keep the fast path for the class's other fields."""
+
+    title: str = field(validators=[v.InputRequired(), v.Length(max=20)])
+    body: str = field(default="", form_field=wtforms.TextAreaField(validators=[v.Length(max=5)]))
+    tags: list[str] = field(
+        default_factory=list,
+        form_field=wtforms.SelectMultipleField(choices=["a", "b", "c"]),
+        json_schema={"type": "array", "items": {"enum": ["a", "b", "c"]}},
+    )
+    level: int = field(
+        default=0, form_field=wtforms.IntegerField(validators=[v.Optional(), v.NumberRange(max=5)])
+    )
+
+
+_VALID_JSON.append((Custom, {"title": "Milk", "body": "hi", "tags": ["a", "c"], "level": 2}, {}))
+_VALID_FORMS.append((Custom, MultiDict([("title", "Milk"), ("tags", "a"), ("tags", "b"), ("level", "")]), {}))
+
+
+def test_custom_has_plan() -> None:
+    assert Custom._plan is not None
+    assert Custom._plan({"title": "Milk", "tags": ["b"]}) is not None
+
+
+def test_custom_json_array_reaches_list_field() -> None:
+    command = Custom.build({"title": "Milk", "tags": ["a", "c"]})
+    assert command.tags == ["a", "c"]
+    assert command.body == ""
+
+
+def test_custom_json_schema_given() -> None:
+    schema = Custom.json_schema()["properties"]
+    assert schema["tags"] == {"type": "array", "items": {"enum": ["a", "b", "c"]}}
+    assert schema["body"] == {"default": ""}
+
+
+def test_custom_from_json_decodes() -> None:
+    class Tagged(Command):
+        tags: list[str] = field(
+            default_factory=list,
+            form_field=wtforms.SelectMultipleField(choices=["a", "b"]),
+            from_json=lambda value: value.split(",") if isinstance(value, str) else None,
+        )
+
+    assert Tagged.build({"tags": "a,b"}).tags == ["a", "b"]
+    with pytest.raises(CommandInvalid) as excinfo:
+        Tagged.build({"tags": ["a"]})
+    assert excinfo.value.errors == {"tags": ["Not a valid value."]}
+
+
+@_differential
+@given(_json_inputs(Custom))
+def test_custom_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_same(Custom, data)
+
+
+@_differential
+@given(_form_inputs(Custom))
+def test_custom_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_same(Custom, data)

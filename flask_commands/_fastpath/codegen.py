@@ -25,6 +25,7 @@ from .model import PERR
 from .model import STOP_OK
 from .model import STR_KINDS
 from .model import CompiledField
+from .model import CustomField
 from .model import new_object
 from .model import parse_ident
 from .model import parse_uuid
@@ -159,6 +160,25 @@ def _json_source(field: CompiledField, i: int) -> list[str]:
     return [*lines, "if value is FAIL:", "    return None", f"values[{field.info.name!r}] = value"]
 
 
+def _custom_json_source(field: CompiledField, i: int) -> list[str]:
+    """The JSON branch of ``plan`` for an application's own field ``i``: its clone decides."""
+    name = field.info.name
+    return [
+        f"value = data.get({name!r})",
+        f"value = missing_json_{i}() if value is None else json_value_{i}(value)",
+        "if value is FAIL:",
+        "    return None",
+        f"values[{name!r}] = value",
+    ]
+
+
+def _custom_form_source(field: CompiledField, i: int) -> list[str]:
+    """The form-post branch of ``plan`` for an application's own field ``i``."""
+    name = field.info.name
+    lines = [f"value = form_value_{i}(data)", "if value is FAIL:", "    return None"]
+    return [*lines, f"values[{name!r}] = value"]
+
+
 def _form_source(field: CompiledField, i: int) -> list[str]:
     """The form-post branch of ``plan`` for field ``i``: ``value`` from ``data``, or return None."""
     # DateTimeField parses " ".join(raw_data); the others read raw_data[0] only.
@@ -261,6 +281,18 @@ def generate(fields: list[CompiledField], owner: str) -> t.Callable[[t.Any], dic
     json: list[str] = []
     form: list[str] = []
     for i, field in enumerate(fields):
+        if field.custom:
+            json += _custom_json_source(field, i)
+            form += _custom_form_source(field, i)
+            assert isinstance(field, CustomField)
+            namespace.update(
+                {
+                    f"json_value_{i}": field.json_value,
+                    f"missing_json_{i}": field.missing_json,
+                    f"form_value_{i}": field.form_value,
+                }
+            )
+            continue
         source += _field_source(field, i)
         json += _json_source(field, i)
         form += _form_source(field, i)
@@ -285,6 +317,8 @@ def generate(fields: list[CompiledField], owner: str) -> t.Callable[[t.Any], dic
     )
     exec_source("\n".join(source), f"<fast path of {owner}>", namespace)
     for i, field in enumerate(fields):
+        if field.custom:
+            continue
         text = namespace[f"text_{i}"]
         namespace[f"other_json_{i}"] = other_json(field.info, text)
         namespace[f"other_form_{i}"] = other_form(text, field.info.kind in ("date", "datetime"))

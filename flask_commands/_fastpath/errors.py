@@ -10,28 +10,15 @@ from wtforms.meta import DefaultMeta
 
 from ..forms import NOT_A_VALID_VALUE
 from ..forms import json_text
+from ..forms import json_texts
 from .model import FAIL
 from .model import CompiledField
-from .model import new_object
+from .model import Values
+from .model import clone
 from .model import parse_ident
 
 # --- errors: what the real form says of an invalid input, without building it -----------------
 
-
-
-class _Values:
-    """The form data of one field: what ``Field.process`` asks of a ``MultiDict``."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: list[t.Any]) -> None:
-        self.values = values
-
-    def __contains__(self, name: object) -> bool:
-        return bool(self.values)
-
-    def getlist(self, name: str) -> list[t.Any]:
-        return list(self.values)
 
 
 def field_errors(field: wtforms.Field, formdata: t.Any, form: t.Any) -> list[str]:
@@ -66,11 +53,7 @@ class FieldErrors:
         self.meta = meta
 
     def _clone(self, template: wtforms.Field, translations: t.Any) -> t.Any:
-        field = new_object(type(template))
-        field.__dict__.update(template.__dict__)
-        if translations is not None:
-            field._translations = translations
-        return field
+        return clone(template, translations)
 
     def __call__(self, data: t.Mapping[str, t.Any]) -> dict[str, list[str]] | None:
         json = type(data) is dict
@@ -87,7 +70,7 @@ class FieldErrors:
             elif type(ident) is not str:
                 errors["id"] = [NOT_A_VALID_VALUE]
             elif parse_ident(ident) is FAIL:
-                messages = field_errors(self._clone(self.ident, translations), _Values([ident]), None)
+                messages = field_errors(self._clone(self.ident, translations), Values([ident]), None)
                 if messages:
                     errors["id"] = messages
         else:
@@ -100,11 +83,28 @@ class FieldErrors:
         for field in self.fields:
             info = field.info
             name = info.name
-            if json:
+            formdata: t.Any
+            if field.custom:
+                # Always worded by the clone: its class and validators are the application's.
+                if not json:
+                    formdata = data
+                elif (value := data.get(name)) is None:
+                    formdata = Values([])
+                else:
+                    try:
+                        texts = json_texts(info, value)
+                    except Exception:  # the application's from_json: the real path raises it
+                        return None
+                    if texts is None:
+                        errors[name] = [NOT_A_VALID_VALUE]
+                        continue
+                    formdata = Values(texts)
+                outcome = FAIL
+            elif json:
                 value = data.get(name)
                 if value is None:
                     outcome = field.absent_json if field.static else field.missing_json()
-                    formdata: t.Any = _Values([])
+                    formdata = Values([])
                 else:
                     try:
                         text = json_text(info, value)
@@ -114,7 +114,7 @@ class FieldErrors:
                         errors[name] = [NOT_A_VALID_VALUE]
                         continue
                     outcome = field.text(text, text)
-                    formdata = _Values([text])
+                    formdata = Values([text])
             else:
                 assert getlist is not None
                 raw = getlist(name)
