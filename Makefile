@@ -33,8 +33,12 @@ demo: $(STAMP)
 worker: $(STAMP)
 	$(BIN)/celery -A demo_app.worker worker --pool=solo --loglevel=INFO
 
+# The CPU benches: build against WTForms, pydantic and marshmallow, and the same endpoint in
+# Flask-Commands and its peers (the bench extra). bench/peers.py --http adds gunicorn + wrk.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,23 +1,27 @@
-"""Cost of ``Command.build(dict)`` against a plain WTForms form and a pydantic v2 model.
+"""Cost of ``Command.build(dict)`` against a plain WTForms form, pydantic v2 and marshmallow.
 
     .venv/bin/python bench/build.py [--seconds 12]
 
-One 4-field command (a required ``str`` with ``Length(max=200)``, an optional ``int``, a
-``bool``, a required ``UUID``), measured in one run against its hand-written equivalents: a plain
+Two commands, each measured in one run against its hand-written equivalents: a plain
 ``wtforms.Form`` constructed and validated from the same input as a browser would post it (a
-``MultiDict`` of strings), and ``Model.model_validate(dict)`` of a pydantic v2 model. Also the
-invalid path: ``build`` raising ``CommandInvalid`` against the plain form failing validation.
+``MultiDict`` of strings), ``Model.model_validate(dict)`` of a pydantic v2 model and
+``Schema().load(dict)`` of a marshmallow schema (``pip install -e '.[bench]'``; skipped when
+absent). The 4-field command: a required ``str`` with ``Length(max=200)``, an optional ``int``,
+a ``bool``, a required ``UUID``. The 8-field one: str, int, bool, float, date, choice, UUID and an
+optional str. Each also invalid: ``build`` raising ``CommandInvalid`` against the others refusing.
 
 Each figure is the best per-call time over many samples (``timeit``), the candidates measured
 in turn within each round so that a busy machine slows them alike, in short samples so that
-some run uninterrupted even there. Targets (SPEC.md): build at
-least 10 times faster than the plain form (minimum 5) and within 2.5 times pydantic (minimum
-4); the invalid path no slower than 1.5 times the plain form.
+some run uninterrupted even there. Targets (issue 17): build at least 10 times faster than the
+plain form and within 2.5 times pydantic; the invalid path at most 0.5 times the plain form
+and faster than marshmallow.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import enum
 import time
 import timeit
 import typing as t
@@ -31,6 +35,13 @@ from wtforms import validators as v
 from flask_commands import Command
 from flask_commands import CommandInvalid
 from flask_commands import field
+
+try:
+    import marshmallow
+    from marshmallow import fields as mf
+    from marshmallow import validate as mv
+except ImportError:  # the bench extra is not installed
+    marshmallow = None
 
 
 class AddTodo(Command):
@@ -67,48 +78,146 @@ INVALID = {"title": "", "order": 3, "completed": True, "owner": OWNER}
 INVALID_POST = MultiDict({"title": "", "order": "3", "completed": "y", "owner": OWNER})
 
 
-def build_valid() -> None:
-    """``build`` of valid JSON: the fast path."""
-    AddTodo.build(VALID)
+class Size(enum.Enum):
+    """The 8-field command's choice."""
+
+    S = "s"
+    M = "m"
+    L = "l"
 
 
-def form_valid() -> None:
-    """The plain form of the same input, posted."""
-    if not PlainForm(formdata=VALID_POST).validate():
-        raise AssertionError("the plain form should accept the valid input")
+class Wide(Command):
+    """The 8-field command: str, int, bool, float, date, choice, UUID, optional str."""
+
+    title: str = field(validators=[v.InputRequired(), v.Length(max=200)])
+    count: int = field(validators=[v.NumberRange(min=0, max=1000)])
+    done: bool = False
+    ratio: float = 0.0
+    due: datetime.date
+    size: Size = Size.M
+    owner: uuid.UUID
+    note: str | None = None
 
 
-def pydantic_valid() -> None:
-    """pydantic of the same input."""
-    Model.model_validate(VALID)
+class WideForm(wtforms.Form):
+    """The 8 fields as a plain WTForms form."""
+
+    title = wtforms.StringField(validators=[v.InputRequired(), v.Length(max=200)])
+    count = wtforms.IntegerField(validators=[v.InputRequired(), v.NumberRange(min=0, max=1000)])
+    done = wtforms.BooleanField()
+    ratio = wtforms.FloatField(validators=[v.Optional()])
+    due = wtforms.DateField(validators=[v.InputRequired()])
+    size = wtforms.SelectField(choices=["s", "m", "l"], default="m")
+    owner = wtforms.StringField(validators=[v.InputRequired(), v.UUID()])
+    note = wtforms.StringField(validators=[v.Optional()])
 
 
-def build_invalid() -> None:
-    """``build`` of invalid JSON: the real form words the errors."""
-    try:
-        AddTodo.build(INVALID)
-    except CommandInvalid:
-        return
-    raise AssertionError("build should reject the invalid input")
+class WideModel(pydantic.BaseModel):
+    """The 8 fields as a pydantic v2 model."""
+
+    title: t.Annotated[str, pydantic.Field(min_length=1, max_length=200)]
+    count: t.Annotated[int, pydantic.Field(ge=0, le=1000)]
+    done: bool = False
+    ratio: float = 0.0
+    due: datetime.date
+    size: Size = Size.M
+    owner: uuid.UUID
+    note: str | None = None
 
 
-def form_invalid() -> None:
-    """The plain form of the same invalid input, posted."""
-    if PlainForm(formdata=INVALID_POST).validate():
-        raise AssertionError("the plain form should reject the invalid input")
-
-
-CANDIDATES: dict[str, t.Callable[[], None]] = {
-    "build": build_valid,
-    "form": form_valid,
-    "pydantic": pydantic_valid,
-    "build_invalid": build_invalid,
-    "form_invalid": form_invalid,
+WIDE = {
+    "title": "Buy milk",
+    "count": 3,
+    "done": True,
+    "ratio": 0.5,
+    "due": "2026-12-24",
+    "size": "l",
+    "owner": OWNER,
+    "note": "semi-skimmed",
 }
+WIDE_POST = MultiDict({**{k: str(x) for k, x in WIDE.items()}, "done": "y"})
+WIDE_INVALID = {**WIDE, "title": "", "count": "many"}
+WIDE_INVALID_POST = MultiDict({**{k: str(x) for k, x in WIDE_INVALID.items()}, "done": "y"})
+
+if marshmallow is not None:
+
+    class TodoSchema(marshmallow.Schema):
+        """The 4 fields as a marshmallow schema."""
+
+        title = mf.String(required=True, validate=mv.Length(min=1, max=200))
+        order = mf.Integer(allow_none=True, load_default=None)
+        completed = mf.Boolean(load_default=False)
+        owner = mf.UUID(required=True)
+
+    class WideSchema(marshmallow.Schema):
+        """The 8 fields as a marshmallow schema."""
+
+        title = mf.String(required=True, validate=mv.Length(min=1, max=200))
+        count = mf.Integer(required=True, validate=mv.Range(min=0, max=1000))
+        done = mf.Boolean(load_default=False)
+        ratio = mf.Float(load_default=0.0)
+        due = mf.Date(required=True)
+        size = mf.Enum(Size, by_value=True, load_default=Size.M)
+        owner = mf.UUID(required=True)
+        note = mf.String(allow_none=True, load_default=None)
+
+    SCHEMAS = {"4": TodoSchema(), "8": WideSchema()}
+
+
+def _valid(call: t.Callable[[], t.Any]) -> t.Callable[[], None]:
+    def run() -> None:
+        call()
+
+    return run
+
+
+def _invalid(call: t.Callable[[], t.Any], errors: type[Exception]) -> t.Callable[[], None]:
+    def run() -> None:
+        try:
+            call()
+        except errors:
+            return
+        raise AssertionError("the input should have been refused")
+
+    return run
+
+
+def _form(form: type[wtforms.Form], data: MultiDict[str, str], valid: bool) -> t.Callable[[], None]:
+    def run() -> None:
+        if form(formdata=data).validate() is not valid:
+            raise AssertionError(f"the plain form should {'accept' if valid else 'refuse'} the input")
+
+    return run
+
+
+def candidates() -> dict[str, t.Callable[[], None]]:
+    """Every candidate, named ``<fields>/<library>[/invalid]``."""
+    found: dict[str, t.Callable[[], None]] = {}
+    cases = [
+        ("4", AddTodo, PlainForm, Model, VALID, VALID_POST, INVALID, INVALID_POST),
+        ("8", Wide, WideForm, WideModel, WIDE, WIDE_POST, WIDE_INVALID, WIDE_INVALID_POST),
+    ]
+    for size, command, form, model, valid, post, invalid, invalid_post in cases:
+        found[f"{size}/build"] = _valid(lambda c=command, d=valid: c.build(d))
+        found[f"{size}/form"] = _form(form, post, True)
+        found[f"{size}/pydantic"] = _valid(lambda m=model, d=valid: m.model_validate(d))
+        found[f"{size}/build/invalid"] = _invalid(lambda c=command, d=invalid: c.build(d), CommandInvalid)
+        found[f"{size}/form/invalid"] = _form(form, invalid_post, False)
+        found[f"{size}/pydantic/invalid"] = _invalid(
+            lambda m=model, d=invalid: m.model_validate(d), pydantic.ValidationError
+        )
+        if marshmallow is not None:
+            schema = SCHEMAS[size]
+            found[f"{size}/marshmallow"] = _valid(lambda s=schema, d=valid: s.load(d))
+            found[f"{size}/marshmallow/invalid"] = _invalid(
+                lambda s=schema, d=invalid: s.load(d), marshmallow.ValidationError
+            )
+    return found
 
 
 def measure(seconds: float) -> dict[str, float]:
     """Return the best time per call of each candidate, in seconds, within about ``seconds``."""
+    CANDIDATES = candidates()
     numbers = {}
     for name, function in CANDIDATES.items():
         function()  # warm up, and fail early if a candidate is wrong
@@ -132,20 +241,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="time to spend measuring")
     args = parser.parse_args()
-    if AddTodo._plan is None or AddTodo._plan(VALID) is None:
-        raise SystemExit("The fast path does not take the benchmark's input: the figures would be moot.")
+    for command, data in ((AddTodo, VALID), (Wide, WIDE)):
+        if command._plan is None or command._plan(data) is None:
+            raise SystemExit(f"The fast path does not take {command.__name__}'s input: the figures are moot.")
     best = measure(args.seconds)
     us = {name: value * 1e6 for name, value in best.items()}
-    print("AddTodo: str (InputRequired, Length(max=200)), int | None, bool, UUID")
-    print(f"  build(dict), valid                     {us['build']:8.2f} µs")
-    print(f"  plain WTForms form (MultiDict), valid  {us['form']:8.2f} µs")
-    print(f"  pydantic v2 model_validate(dict)       {us['pydantic']:8.2f} µs")
-    print(f"  build(dict), invalid                   {us['build_invalid']:8.2f} µs")
-    print(f"  plain WTForms form, invalid            {us['form_invalid']:8.2f} µs")
-    print("Ratios")
-    print(f"  plain form / build     {best['form'] / best['build']:6.1f}x  (target >= 10, minimum 5)")
-    print(f"  build / pydantic       {best['build'] / best['pydantic']:6.1f}x  (target <= 2.5, minimum 4)")
-    print(f"  invalid: build / form  {best['build_invalid'] / best['form_invalid']:6.2f}x  (target <= 1.5)")
+    libraries = ["build", "form", "pydantic", "marshmallow"]
+    print("µs per call (best of many)   valid 4  invalid 4   valid 8  invalid 8")
+    for library in libraries:
+        if f"4/{library}" not in us:
+            print(f"  {library:<26} (not installed: pip install -e '.[bench]')")
+            continue
+        row = [us[f"{size}/{library}{kind}"] for size in ("4", "8") for kind in ("", "/invalid")]
+        print(f"  {library:<26}" + "".join(f"{x:9.2f}" for x in row))
+    print("Ratios (4 fields / 8 fields)")
+
+    def ratio(a: str, b: str) -> str:
+        return " / ".join(f"{best[f'{size}/{a}'] / best[f'{size}/{b}']:5.2f}x" for size in ("4", "8"))
+
+    print(f"  plain form / build           {ratio('form', 'build')}  (target >= 10)")
+    print(f"  build / pydantic             {ratio('build', 'pydantic')}  (target <= 2.5)")
+    print(f"  invalid: build / plain form  {ratio('build/invalid', 'form/invalid')}  (target <= 0.5)")
+    if "4/marshmallow" in best:
+        print(f"  invalid: build / marshmallow {ratio('build/invalid', 'marshmallow/invalid')}  (target < 1)")
+        print(f"  valid: build / marshmallow   {ratio('build', 'marshmallow')}")
+    print(f"  invalid: build / pydantic    {ratio('build/invalid', 'pydantic/invalid')}")
 
 
 if __name__ == "__main__":

@@ -36,38 +36,49 @@ _registry: dict[str, type[Command]] = {}
 
 
 class _IdPool:
-    """Random UUIDs from a batch of ``os.urandom`` bytes: a quarter of ``uuid.uuid4()``'s cost."""
+    """Random (version 4) UUIDs made in batches from ``os.urandom``: a fifth of ``uuid.uuid4()``'s cost.
 
-    _BATCH = 16 * 256
+    Lock-free and safe without the GIL: each id is made once and handed out by ``list.pop``, which
+    is atomic (also on free-threaded Python); threads that refill at once each make their own
+    batch. A forked child drops the parent's batch, so the two never hand out the same ids.
+    """
+
+    _BATCH = 256
 
     def __init__(self) -> None:
-        self._refill()
-        os.register_at_fork(after_in_child=self._refill)
+        self._ids: list[uuid.UUID] = []
+        os.register_at_fork(after_in_child=self._reset)
 
-    def _refill(self) -> None:
-        # After a fork the child must not hand out the same ids as its parent.
-        self._bytes = os.urandom(self._BATCH)
-        self._offset = 0
+    def _reset(self) -> None:
+        self._ids = []
 
     def next(self) -> uuid.UUID:
-        offset = self._offset
-        if offset >= self._BATCH:
-            self._refill()
-            offset = 0
-        self._offset = offset + 16
-        value = int.from_bytes(self._bytes[offset : offset + 16])
-        # Version 4 and the RFC 4122 variant, set exactly as uuid.UUID(bytes=..., version=4) does,
-        # without running its general constructor (half of build()'s id cost).
-        value = (value & _CLEAR_VERSION_AND_VARIANT) | _VERSION_4_RFC_4122
-        ident = object.__new__(uuid.UUID)
-        object.__setattr__(ident, "int", value)
-        object.__setattr__(ident, "is_safe", uuid.SafeUUID.unknown)
+        try:
+            return self._ids.pop()
+        except IndexError:
+            return self._refill()
+
+    def _refill(self) -> uuid.UUID:
+        raw = os.urandom(16 * self._BATCH)
+        from_bytes = int.from_bytes
+        make = _fastpath.uuid_from_int
+        # Version 4 and the RFC 4122 variant, set exactly as uuid.UUID(bytes=..., version=4) does.
+        ids = [
+            make((from_bytes(raw[i : i + 16]) & _CLEAR_VERSION_AND_VARIANT) | _VERSION_4_RFC_4122)
+            for i in range(0, len(raw), 16)
+        ]
+        ident = ids.pop()
+        self._ids = ids
         return ident
 
 
 _CLEAR_VERSION_AND_VARIANT = ~((0xC000 << 48) | (0xF000 << 64))
 _VERSION_4_RFC_4122 = (0x8000 << 48) | (4 << 76)
 _ids = _IdPool()
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+_next_id = _ids.next
+_build_started = signals.build_started
+_build_finished = signals.build_finished
 
 
 def new_id() -> uuid.UUID:
@@ -75,8 +86,12 @@ def new_id() -> uuid.UUID:
     return _ids.next()
 
 
+_now = datetime.datetime.now
+_UTC = datetime.UTC
+
+
 def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return _now(_UTC)
 
 
 def type_name(cls: type[Command]) -> str:
@@ -89,7 +104,13 @@ class _CommandMeta(type):
     """Make every ``Command`` subclass a frozen, keyword-only, slotted dataclass with a form."""
 
     def __new__(
-        mcs, name: str, bases: tuple[type, ...], namespace: dict[str, t.Any], **kwargs: t.Any
+        mcs,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict[str, t.Any],
+        *,
+        fast_path: bool | None = None,
+        **kwargs: t.Any,
     ) -> t.Any:
         if "__dataclass_fields__" in namespace:
             # dataclasses re-creating the class with __slots__.
@@ -120,10 +141,12 @@ class _CommandMeta(type):
             if f.name not in ("id", "issued_at")
         )
         cls._fields = infos
-        cls.Form = make_form_class(name, infos)
+        cls.Form = make_form_class(name, infos, getattr(cls, "Meta", None))
         cls.Form.__module__ = cls.__module__
         cls.Form.__qualname__ = f"{cls.__qualname__}.Form"
-        cls._plan = _fastpath.compile_plan(infos, cls.Form, cls)
+        if fast_path is not None:
+            cls._fast_path = fast_path
+        cls._plan = _fastpath.compile_plan(infos, cls.Form, cls) if cls._fast_path else None
         _registry[type_name(cls)] = cls
         return cls
 
@@ -137,7 +160,10 @@ class Command(metaclass=_CommandMeta):
     """Base class of commands: subclass it and annotate fields, as with a dataclass.
 
     Every command carries ``id`` (the idempotency key) and ``issued_at`` (UTC, stamped by the
-    server when the command is built).
+    server when the command is built). A nested ``class Meta`` becomes the form's ``Meta``
+    (``locales = ["de"]`` translates WTForms' messages, on the fast path too). The class keyword
+    ``fast_path=False`` (``class Cmd(Command, fast_path=False)``) makes ``build`` always use the
+    real form: for debugging, or to compare the two.
     """
 
     #: The idempotency key: taken from input when present, else new.
@@ -148,6 +174,8 @@ class Command(metaclass=_CommandMeta):
     #: The ``wtforms.Form`` subclass derived from the annotations.
     Form: t.ClassVar[type[wtforms.Form]]
     _fields: t.ClassVar[tuple[FieldInfo, ...]] = ()
+    #: ``class Cmd(Command, fast_path=False)``: always build through the real form (inherited).
+    _fast_path: t.ClassVar[bool] = True
     #: The compiled fast path of :meth:`build`; ``None`` where the real form always decides.
     _plan: t.ClassVar[_fastpath.Plan | None] = None
 
@@ -166,30 +194,33 @@ class Command(metaclass=_CommandMeta):
         # only runs (and raises) when the names differ.
         if plan is None or ((trusted or plan.trusted) and trusted.keys() != plan.trusted):
             cls._check_trusted(trusted)
-        timed = signals.build_started.receivers or signals.build_finished.receivers
-        start = time.perf_counter() if timed else 0.0
-        if signals.build_started.receivers:
-            signals._send(signals.build_started, cls, data=data)
+        started = _build_started.receivers
+        finished = _build_finished.receivers
+        start = time.perf_counter() if started or finished else 0.0
+        if started:
+            signals._send(_build_started, cls, data=data)
         # The fast path returns values only when it has proved the form would give the same;
         # else (invalid or unusual input) the real form below decides and words every error.
         if plan is not None and (fast := plan(data)) is not None:
             if fast["id"] is None:
-                fast["id"] = new_id()
-            fast["issued_at"] = _utcnow()
+                fast["id"] = _next_id()
+            fast["issued_at"] = _now(_UTC)
             if trusted:
                 fast.update(trusted)
-            if plan.direct:
-                # What the generated __init__ does, without its argument parsing: a third cheaper.
-                command = object.__new__(cls)
-                set_field = object.__setattr__
-                for name, value in fast.items():
-                    set_field(command, name, value)
-            else:
-                command = cls(**fast)  # one dict: merging ** arguments would copy them again
-            if signals.build_finished.receivers:
+            # plan.make does what the generated __init__ does, without its argument parsing (half
+            # the cost); cls() takes one dict: merging ** arguments would copy them again.
+            command = plan.make(fast) if plan.make is not None else cls(**fast)
+            if finished:
                 duration = time.perf_counter() - start
                 signals._send(signals.build_finished, cls, command=command, duration=duration)
             return command
+        if plan is not None and (errors := plan.errors(data)) is not None:
+            # Invalid input, worded by WTForms' own fields without the form: it is built only if
+            # something reads CommandInvalid.form (a template re-rendering it).
+            if finished:
+                duration = time.perf_counter() - start
+                signals._send(signals.build_finished, cls, errors=errors, duration=duration)
+            raise _FormlessInvalid(errors, cls, data)
         if hasattr(data, "getlist"):
             formdata: MultiDict[str, t.Any] = t.cast("MultiDict[str, t.Any]", data)
             type_errors: dict[str, list[str]] = {}
@@ -201,13 +232,18 @@ class Command(metaclass=_CommandMeta):
             raise TypeError(f"{cls.__name__}.build() takes a dict or a MultiDict, not {type(data).__name__}.")
         form = cls.Form(formdata=formdata)
         form.validate()
-        errors = {name: list(messages) for name, messages in form.errors.items() if name}
-        errors.update(type_errors)
-        for name, messages in type_errors.items():
-            form[name].errors = list(messages)  # the re-rendered form shows what .errors says
+        errors = {}
+        for bound in form:
+            process_errors = list(bound.process_errors)
+            if bound.name in type_errors:
+                bound.errors = list(type_errors[bound.name])  # the re-rendered form shows them
+            elif process_errors and bound.errors[: len(process_errors)] == process_errors:
+                bound.errors = process_errors  # a type error alone, as _fastpath.field_errors
+            if bound.errors:
+                errors[bound.name] = list(bound.errors)
         if errors:
             form.id.data = str(new_id())
-            if signals.build_finished.receivers:
+            if finished:
                 duration = time.perf_counter() - start
                 signals._send(signals.build_finished, cls, errors=errors, duration=duration)
             raise CommandInvalid(errors, form)
@@ -219,7 +255,7 @@ class Command(metaclass=_CommandMeta):
             **values,
             **trusted,
         )
-        if signals.build_finished.receivers:
+        if finished:
             signals._send(signals.build_finished, cls, command=command, duration=time.perf_counter() - start)
         return command
 
@@ -280,7 +316,9 @@ class Command(metaclass=_CommandMeta):
         """Return the command as JSON values: ``id``, ``issued_at`` and every field."""
         result: dict[str, t.Any] = {"id": str(self.id), "issued_at": self.issued_at.isoformat()}
         for info in self._fields:
-            result[info.name] = _codec.to_jsonable(getattr(self, info.name))
+            value = getattr(self, info.name)
+            # JSON values as they are (exact types: an IntEnum is an int, but not a JSON one).
+            result[info.name] = value if type(value) in _JSON_SCALARS else _codec.to_jsonable(value)
         return result
 
     @classmethod
@@ -316,16 +354,63 @@ class Command(metaclass=_CommandMeta):
                 errors[info.name] = ["Not a valid value."]
                 continue
             (trusted if info.trusted else untrusted)[info.name] = value
-        if not errors:
+        plan = cls._plan
+        if not errors and not _proved(plan, data, untrusted):
             errors = _revalidate(cls, untrusted)
         if errors:
             raise CommandInvalid(errors)
+        if plan is not None and plan.make is not None:
+            return t.cast(_C, plan.make({"id": ident, "issued_at": issued_at, **untrusted, **trusted}))
         return cls(id=ident, issued_at=issued_at, **untrusted, **trusted)
 
     @classmethod
     def json_schema(cls) -> dict[str, t.Any]:
         """Return the JSON Schema (2020-12) of the command's JSON input."""
         return json_schema(cls.__name__, cls._fields)
+
+
+class _FormlessInvalid(CommandInvalid):
+    """``CommandInvalid`` whose ``form`` is built on first use: JSON callers never need it."""
+
+    def __init__(self, errors: dict[str, list[str]], command: type[Command], data: t.Any) -> None:
+        self._form: wtforms.Form | None = None
+        super().__init__(errors)
+        self._command: type[Command] | None = command
+        self._data = data
+
+    @property
+    def form(self) -> wtforms.Form | None:
+        """The bound form with the errors, a fresh ``id`` and what the user sent, ready to render."""
+        if self._form is None and self._command is not None:
+            command, self._command = self._command, None
+            data = self._data
+            formdata = data if hasattr(data, "getlist") else normalise_json(data, command._fields)[0]
+            form = command.Form(formdata=formdata)
+            for bound in form:
+                bound.errors = list(self.errors.get(bound.name, ()))
+            form.id.data = str(new_id())
+            self._form = form
+        return self._form
+
+    @form.setter
+    def form(self, value: wtforms.Form | None) -> None:
+        self._form = value
+        self._command = None
+
+
+def command_fields(command: type[Command] | Command) -> tuple[FieldInfo, ...]:
+    """Return the declared fields of a command class (or of a command's class), in order.
+
+    A read-only view, as :func:`dataclasses.fields`: each :class:`~flask_commands.forms.FieldInfo`
+    gives the field's ``name``, ``annotation``, ``kind``, whether it is ``trusted``, ``optional``
+    or ``required``, its ``default`` and its ``form_field``. ``id`` and ``issued_at`` are not in it.
+
+    :raises TypeError: for anything that is not a command class or command.
+    """
+    cls = command if isinstance(command, type) else type(command)
+    if not issubclass(cls, Command):
+        raise TypeError(f"command_fields() takes a Command subclass or a command, not {command!r}.")
+    return cls._fields
 
 
 def _uuid_or_none(value: str | uuid.UUID | None) -> uuid.UUID | None:
@@ -364,6 +449,20 @@ def _decode(info: FieldInfo, raw: t.Any) -> t.Any:
     if kind == "custom":
         return raw
     raise TypeError(f"{raw!r} is not a {kind}")
+
+
+def _proved(plan: _fastpath.Plan | None, data: t.Mapping[str, t.Any], values: dict[str, t.Any]) -> bool:
+    """Whether the fast path takes the JSON ``data`` and gives the decoded ``values``: valid then."""
+    if plan is None:
+        return False
+    proved = plan({name: data.get(name) for name in values})
+    if proved is None:
+        return False
+    for name, value in values.items():
+        found = proved[name]
+        if type(found) is not type(value) or found != value:
+            return False  # the form would see another value (a float for an int, NaN): ask it
+    return True
 
 
 def _revalidate(cls: type[Command], values: dict[str, t.Any]) -> dict[str, list[str]]:

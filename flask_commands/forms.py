@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import re
 import types
 import typing as t
 import uuid
@@ -25,6 +26,35 @@ NOT_A_VALID_VALUE = "Not a valid value."
 
 _META_KEY = "flask_commands"
 
+#: What a ``str`` field refuses: the control characters but tab, line feed and carriage return
+#: (PostgreSQL text cannot hold NUL; the others are never typed), and lone surrogates (not
+#: Unicode: no database or encoder takes them). One pattern for every database.
+BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+#: ``BAD_TEXT`` for JSON Schema (ECMA-262), which cannot name lone surrogates.
+TEXT_PATTERN = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+
+
+class PlainText:
+    """WTForms validator of a ``str`` field: no control characters but tab and newlines, no lone surrogates.
+
+    Every derived ``str`` field has it, so text is the same on every database.
+    """
+
+    field_flags: t.ClassVar[dict[str, t.Any]] = {}
+
+    def __call__(self, form: t.Any, field: t.Any) -> None:
+        data = field.data
+        if type(data) is str and (found := BAD_TEXT.search(data)) is not None:
+            raise v.ValidationError(text_error(found.group()))
+
+
+def text_error(char: str) -> str:
+    """The field error for a ``str`` value holding ``char``, one of ``BAD_TEXT``."""
+    code = f"U+{ord(char):04X}"
+    if "\ud800" <= char <= "\udfff":
+        return f"The text holds a lone surrogate ({code}), which is not Unicode; send valid UTF-8."
+    return f"The text holds the control character {code}; remove it (only tab and newlines are allowed)."
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _FieldOptions:
@@ -34,6 +64,8 @@ class _FieldOptions:
     trusted: bool
     form_field: wtforms.Field | None
     render_kw: dict[str, t.Any] | None
+    json_schema: dict[str, t.Any] | None = None
+    from_json: t.Callable[[t.Any], list[str] | None] | None = None
 
 
 def field(
@@ -46,6 +78,8 @@ def field(
     trusted: bool = False,
     form_field: wtforms.Field | None = None,
     render_kw: dict[str, t.Any] | None = None,
+    json_schema: dict[str, t.Any] | None = None,
+    from_json: t.Callable[[t.Any], list[str] | None] | None = None,
 ) -> t.Any:
     """Declare a command field with its validators, label and options.
 
@@ -58,6 +92,11 @@ def field(
         never on the form.
     :param form_field: an unbound WTForms field (``StringField(...)``) that replaces the derived one.
     :param render_kw: extra HTML attributes for the derived field's widget.
+    :param json_schema: the JSON Schema of a ``form_field``'s JSON value (else ``{}``: any).
+    :param from_json: for a ``form_field``: turns its JSON value into the texts a browser would
+        post (a list, several for a multi-valued field), or ``None`` for a value of the wrong
+        JSON type. By default a string, number or boolean is one text and an array of them one
+        text each.
     """
     options = _FieldOptions(
         validators=tuple(validators),
@@ -66,6 +105,8 @@ def field(
         trusted=trusted,
         form_field=form_field,
         render_kw=render_kw,
+        json_schema=json_schema,
+        from_json=from_json,
     )
     return dataclasses.field(
         default=default,
@@ -86,7 +127,7 @@ Kind = t.Literal["str", "int", "float", "decimal", "bool", "date", "datetime", "
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class FieldInfo:
-    """What a command needs to know of one declared field."""
+    """One declared field of a command, read-only, as :func:`.command.command_fields` gives it."""
 
     name: str
     annotation: t.Any
@@ -96,8 +137,13 @@ class FieldInfo:
     trusted: bool
     default: t.Any  # a value, a zero-argument callable (default_factory), or dataclasses.MISSING
     has_factory: bool
-    choices: dict[str, t.Any]  # submitted text → Python value, for enums and Literals
+    choices: t.Mapping[str, t.Any]  # submitted text → Python value, for enums and Literals (read-only)
     options: _FieldOptions
+
+    @property
+    def form_field(self) -> wtforms.Field | None:
+        """The unbound WTForms field given with ``field(form_field=...)``, or ``None`` (derived)."""
+        return self.options.form_field
 
     def default_value(self) -> t.Any:
         """Return the default, calling the factory if there is one."""
@@ -160,7 +206,7 @@ def inspect_field(owner: str, f: dataclasses.Field[t.Any], annotation: t.Any) ->
         trusted=options.trusted,
         default=default,
         has_factory=has_factory,
-        choices=choices,
+        choices=types.MappingProxyType(choices),
         options=options,
     )
 
@@ -181,6 +227,8 @@ def _unbound_field(info: FieldInfo) -> t.Any:
     if info.kind == "uuid":
         validators.append(v.UUID())
     validators.extend(options.validators)
+    if info.kind == "str":
+        validators.append(PlainText())
     kwargs: dict[str, t.Any] = {
         "label": options.label,
         "validators": validators,
@@ -194,7 +242,7 @@ def _unbound_field(info: FieldInfo) -> t.Any:
         if info.optional:
             choices.insert(0, _select_choice("", ""))
         kwargs["choices"] = choices
-    return _FIELD_CLASSES[info.kind](**kwargs)
+    return FIELD_CLASSES[info.kind](**kwargs)
 
 
 def _form_default(info: FieldInfo) -> t.Any:
@@ -225,24 +273,57 @@ def _choice_label(value: t.Any) -> str:
     return str(value)
 
 
-_FIELD_CLASSES: dict[str, type[wtforms.Field]] = {
-    "str": wtforms.StringField,
-    "int": wtforms.IntegerField,
-    "float": wtforms.FloatField,
-    "decimal": wtforms.DecimalField,
-    "bool": wtforms.BooleanField,
-    "date": wtforms.DateField,
-    "datetime": wtforms.DateTimeLocalField,
-    "uuid": wtforms.StringField,
-    "choice": wtforms.SelectField,
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldKind:
+    """What the package knows of one kind of field; the form, the JSON Schema and the fast path read it."""
+
+    #: The derived WTForms field class (``None`` for a custom ``form_field``).
+    field_class: type[wtforms.Field] | None
+    #: The field's JSON Schema, before validators add to it.
+    schema: dict[str, t.Any]
+    #: Whether the field's data is the submitted text itself (``Length``, ``Regexp`` apply).
+    text_data: bool = False
+    #: Whether the field's data is a number (``NumberRange`` applies).
+    number: bool = False
+
+
+#: The table of field kinds: one row per ``Kind``.
+KINDS: dict[str, FieldKind] = {
+    "str": FieldKind(wtforms.StringField, {"type": "string"}, text_data=True),
+    "int": FieldKind(wtforms.IntegerField, {"type": "integer"}, number=True),
+    "float": FieldKind(wtforms.FloatField, {"type": "number"}, number=True),
+    "decimal": FieldKind(
+        wtforms.DecimalField, {"type": ["number", "string"], "format": "decimal"}, number=True
+    ),
+    "bool": FieldKind(wtforms.BooleanField, {"type": "boolean"}),
+    "date": FieldKind(wtforms.DateField, {"type": "string", "format": "date"}),
+    # Not "date-time" (RFC 3339 requires an offset): a datetime field takes the local date and time
+    # an HTML datetime-local input sends.
+    "datetime": FieldKind(
+        wtforms.DateTimeLocalField,
+        {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?$"},
+    ),
+    "uuid": FieldKind(wtforms.StringField, {"type": "string", "format": "uuid"}, text_data=True),
+    "choice": FieldKind(wtforms.SelectField, {}, text_data=True),
+    "custom": FieldKind(None, {}),
+}
+
+#: The derived field class of each kind (from ``KINDS``).
+FIELD_CLASSES: dict[str, type[wtforms.Field]] = {
+    kind: row.field_class for kind, row in KINDS.items() if row.field_class is not None
 }
 
 
-def make_form_class(name: str, fields: t.Sequence[FieldInfo]) -> type[wtforms.Form]:
-    """Build the ``wtforms.Form`` subclass for a command: its untrusted fields and a hidden ``id``."""
+def make_form_class(name: str, fields: t.Sequence[FieldInfo], meta: type | None = None) -> type[wtforms.Form]:
+    """Build the ``wtforms.Form`` subclass for a command: its untrusted fields and a hidden ``id``.
+
+    :param meta: the command's ``Meta`` class (``locales``...), given to the form as its ``Meta``.
+    """
     attrs: dict[str, t.Any] = {
         "id": wtforms.HiddenField(validators=[v.Optional(), v.UUID()]),
     }
+    if meta is not None:
+        attrs["Meta"] = meta
     for info in fields:
         if not info.trusted:
             attrs[info.name] = _unbound_field(info)
@@ -265,11 +346,12 @@ def normalise_json(
         value = data.get(info.name)
         if value is None:
             continue
-        text = _json_text(info, value)
-        if text is None:
+        texts = json_texts(info, value)
+        if texts is None:
             type_errors[info.name] = [NOT_A_VALID_VALUE]
         else:
-            formdata.add(info.name, text)
+            for text in texts:
+                formdata.add(info.name, text)
     ident = data.get("id")
     if ident is not None:
         if isinstance(ident, str):
@@ -279,7 +361,21 @@ def normalise_json(
     return formdata, type_errors
 
 
-def _json_text(info: FieldInfo, value: t.Any) -> str | None:
+def json_texts(info: FieldInfo, value: t.Any) -> list[str] | None:
+    """The texts a browser would post for JSON ``value`` (not ``None``); ``None`` for a wrong type."""
+    if info.kind != "custom":
+        text = json_text(info, value)
+        return None if text is None else [text]
+    if info.options.from_json is not None:
+        return info.options.from_json(value)
+    if isinstance(value, list):  # a multi-valued field: one text per item
+        texts = [json_text(info, item) for item in value]
+        return None if None in texts else t.cast("list[str]", texts)
+    text = json_text(info, value)
+    return None if text is None else [text]
+
+
+def json_text(info: FieldInfo, value: t.Any) -> str | None:
     """Return what a browser would send for JSON ``value``, or ``None`` for a wrong JSON type."""
     if isinstance(value, bool):
         if info.kind == "bool":
@@ -303,21 +399,6 @@ def _json_text(info: FieldInfo, value: t.Any) -> str | None:
     return None
 
 
-_JSON_TYPES: dict[str, dict[str, t.Any]] = {
-    "str": {"type": "string"},
-    "int": {"type": "integer"},
-    "float": {"type": "number"},
-    "decimal": {"type": ["number", "string"], "format": "decimal"},
-    "bool": {"type": "boolean"},
-    "date": {"type": "string", "format": "date"},
-    # Not "date-time" (RFC 3339 requires an offset): a datetime field takes the local date and time
-    # an HTML datetime-local input sends.
-    "datetime": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?$"},
-    "uuid": {"type": "string", "format": "uuid"},
-    "custom": {},
-}
-
-
 def json_schema(title: str, fields: t.Sequence[FieldInfo]) -> dict[str, t.Any]:
     """Return the JSON Schema (2020-12) of a command's JSON input (trusted fields left out)."""
     properties: dict[str, t.Any] = {
@@ -327,15 +408,24 @@ def json_schema(title: str, fields: t.Sequence[FieldInfo]) -> dict[str, t.Any]:
     for info in fields:
         if info.trusted:
             continue
-        schema = dict(_JSON_TYPES.get(info.kind, {}))
+        schema = dict(KINDS[info.kind].schema)
+        if info.kind == "custom" and info.options.json_schema is not None:
+            schema = dict(info.options.json_schema)
         if info.kind == "choice":
             schema["enum"] = [
                 value.value if isinstance(value, enum.Enum) else value for value in info.choices.values()
             ]
+        if info.kind == "str":
+            schema["pattern"] = TEXT_PATTERN
+        if info.kind == "str" and (
+            info.required or any(isinstance(x, _REQUIRED) for x in info.options.validators)
+        ):
+            # InputRequired and DataRequired refuse "" (DataRequired also whitespace).
+            schema["minLength"] = 1
         for validator in info.options.validators:
             if isinstance(validator, v.Length):
                 if validator.min >= 0:
-                    schema["minLength"] = validator.min
+                    schema["minLength"] = max(validator.min, schema.get("minLength", 0))
                 if validator.max >= 0:
                     schema["maxLength"] = validator.max
             elif isinstance(validator, v.NumberRange):
@@ -344,7 +434,10 @@ def json_schema(title: str, fields: t.Sequence[FieldInfo]) -> dict[str, t.Any]:
                 if validator.max is not None:
                     schema["maximum"] = validator.max
             elif isinstance(validator, v.Regexp):
-                schema["pattern"] = validator.regex.pattern
+                if "pattern" in schema:  # one keyword each: the text rule and the validator's
+                    schema.setdefault("allOf", []).append({"pattern": validator.regex.pattern})
+                else:
+                    schema["pattern"] = validator.regex.pattern
             elif isinstance(validator, v.AnyOf):
                 schema["enum"] = list(validator.values)
         if info.options.label:

@@ -9,7 +9,9 @@ import enum
 import itertools
 import json
 import math
+import os
 import re
+import threading
 import typing as t
 import uuid
 
@@ -25,8 +27,8 @@ from flask_commands import CommandInvalid
 from flask_commands import field
 from flask_commands import signals
 from flask_commands.command import _registry
-from flask_commands.command import new_id
 from flask_commands.command import type_name
+from flask_commands.forms import TEXT_PATTERN
 from flask_commands.testing import assert_invalid
 
 
@@ -863,7 +865,13 @@ def test_json_schema() -> None:
         "type": "object",
         "properties": {
             "id": {"type": "string", "format": "uuid", "description": "Idempotency key; new when absent."},
-            "title": {"type": "string", "maxLength": 200, "title": "Title"},
+            "title": {
+                "type": "string",
+                "pattern": TEXT_PATTERN,
+                "minLength": 1,
+                "maxLength": 200,
+                "title": "Title",
+            },
             "order": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
             "completed": {"type": "boolean", "default": False},
         },
@@ -878,7 +886,7 @@ def test_json_schema_trusted_absent() -> None:
 def test_json_schema_every_type() -> None:
     properties = Everything.json_schema()["properties"]
     assert {name: properties[name] for name in EVERYTHING_INPUT} == {
-        "text": {"type": "string"},
+        "text": {"type": "string", "pattern": TEXT_PATTERN, "minLength": 1},
         "count": {"type": "integer"},
         "ratio": {"type": "number"},
         "price": {"type": ["number", "string"], "format": "decimal"},
@@ -952,7 +960,20 @@ def test_json_schema_validators() -> None:
 
     properties = Ranged.json_schema()["properties"]
     assert properties["count"] == {"type": "integer", "minimum": 1, "maximum": 9}
-    assert properties["code"] == {"type": "string", "pattern": "^[A-Z]+$", "minLength": 2}
+    assert properties["code"] == {
+        "type": "string",
+        "pattern": TEXT_PATTERN,
+        "minLength": 2,
+        "allOf": [{"pattern": "^[A-Z]+$"}],
+    }
+
+
+@pytest.mark.parametrize("required", [v.InputRequired(), v.DataRequired()])
+def test_json_schema_required_validator_min_length(required: t.Any) -> None:
+    class Named(Command):
+        name: str = field(default="x", validators=[required])
+
+    assert Named.json_schema()["properties"]["name"]["minLength"] == 1
 
 
 # The command registry.
@@ -1077,15 +1098,103 @@ def test_build_uuid_default_kept_when_not_posted() -> None:
     assert Linked.build(MultiDict()).ref == fixed
 
 
-def test_new_id_matches_uuid4_layout() -> None:
-    from flask_commands.command import _ids
+def test_new_id_matches_uuid4_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask_commands import command as module
 
-    for _ in range(300):  # crosses a refill of the batch
-        offset = _ids._offset if _ids._offset < _ids._BATCH else 0
-        raw = _ids._bytes[offset : offset + 16] if _ids._offset < _ids._BATCH else None
-        ident = new_id()
-        if raw is not None:
-            assert ident == uuid.UUID(bytes=raw, version=4)
+    batches: list[bytes] = []
+    real = os.urandom
+
+    def urandom(n: int) -> bytes:
+        batches.append(real(n))
+        return batches[-1]
+
+    monkeypatch.setattr(module.os, "urandom", urandom)
+    pool = module._IdPool()
+    made = [pool.next() for _ in range(300)]  # crosses a refill of the batch
+    assert len(batches) == 2
+    for ident in made:
         assert (ident.version, ident.variant) == (4, uuid.RFC_4122)
         assert uuid.UUID(str(ident)) == ident
         assert hash(ident) == hash(uuid.UUID(str(ident)))
+    # Each id is 16 bytes of a batch with the version and variant set, as uuid.UUID does it.
+    expected = {uuid.UUID(bytes=b[i : i + 16], version=4) for b in batches for i in range(0, len(b), 16)}
+    assert set(made) <= expected
+
+
+def test_new_id_unique_across_threads() -> None:
+    from flask_commands import command as module
+
+    pool = module._IdPool()
+    barrier = threading.Barrier(8)
+    results: list[list[uuid.UUID]] = [[] for _ in range(8)]
+
+    def take(out: list[uuid.UUID]) -> None:
+        barrier.wait()
+        out.extend(pool.next() for _ in range(5000))
+
+    threads = [threading.Thread(target=take, args=(out,)) for out in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [ident for out in results for ident in out]
+    assert len(set(every)) == len(every) == 40000
+
+
+def test_new_id_fork_child_drops_batch() -> None:
+    from flask_commands import command as module
+
+    pool = module._IdPool()
+    pool.next()
+    assert pool._ids
+    pool._reset()  # what os.register_at_fork runs in a child
+    assert pool._ids == []
+    assert pool.next().version == 4
+
+
+def test_from_dict_valid_builds_no_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    command = AddTodo(title="Milk", order=2, actor_id=7)
+    d = command.to_dict()
+
+    def no_form(*args: t.Any, **kwargs: t.Any) -> t.NoReturn:
+        raise AssertionError("the real form was built")
+
+    monkeypatch.setattr(AddTodo, "Form", no_form)
+    assert AddTodo.from_dict(d) == command
+
+
+def test_from_dict_invalid_value_still_refused() -> None:
+    d = AddTodo(title="Milk", actor_id=7).to_dict() | {"title": "x" * 201}
+    with pytest.raises(CommandInvalid) as exc_info:
+        AddTodo.from_dict(d)
+    assert exc_info.value.errors == {"title": ["Field cannot be longer than 200 characters."]}
+
+
+def test_command_fields_of_class_and_instance() -> None:
+    from flask_commands.command import command_fields
+
+    names = [info.name for info in command_fields(AddTodo)]
+    assert names == ["title", "order", "completed", "actor_id"]
+    assert command_fields(AddTodo(title="Milk", actor_id=1)) == command_fields(AddTodo)
+    trusted = {info.name: info.trusted for info in command_fields(AddTodo)}
+    assert trusted == {"title": False, "order": False, "completed": False, "actor_id": True}
+
+
+def test_command_fields_read_only() -> None:
+    from flask_commands.command import command_fields
+
+    info = command_fields(Everything)[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.name = "other"  # type: ignore[misc]
+    color = next(i for i in command_fields(Everything) if i.kind == "choice")
+    with pytest.raises(TypeError):
+        color.choices["x"] = 1  # type: ignore[index]
+
+
+def test_command_fields_refuses_other_types() -> None:
+    from flask_commands.command import command_fields
+
+    with pytest.raises(TypeError) as excinfo:
+        command_fields(t.cast(t.Any, dict))
+    message = "command_fields() takes a Command subclass or a command, not <class 'dict'>."
+    assert excinfo.value.args == (message,)

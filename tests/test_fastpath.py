@@ -1,13 +1,12 @@
 """Tests for flask_commands._fastpath: the compiled fast path of build() against the real form.
 
-The differential tests build every input twice, with the fast path and with it switched off
-(``Cmd._plan = None``), and require the same command, the same ``CommandInvalid.errors``, or the
-same exception.
+The differential tests build every input twice, with the fast path and with a twin of the class
+declared ``fast_path=False`` (always the real form), and require the same command, the same
+``CommandInvalid.errors``, or the same exception.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import decimal
 import enum
@@ -214,12 +213,16 @@ def _form_inputs(cls: type[Command]) -> st.SearchStrategy[MultiDict[str, str]]:
     )
 
 
-@contextlib.contextmanager
-def _slow_path(cls: type[Command]) -> t.Iterator[None]:
-    """Switch the fast path of ``cls`` off: every build goes through the real form."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cls, "_plan", None)
-        yield
+_twins: dict[type[Command], type[Command]] = {}
+
+
+def slow(cls: type[Command]) -> type[Command]:
+    """A twin of ``cls`` declared ``fast_path=False``: every build goes through the real form."""
+    if cls not in _twins:
+        namespace = {"__module__": cls.__module__, "__qualname__": f"{cls.__qualname__}.slow"}
+        _twins[cls] = type(cls)(cls.__name__, (cls,), namespace, fast_path=False)
+        assert _twins[cls]._plan is None
+    return _twins[cls]
 
 
 def _outcome(cls: type[Command], data: t.Any, **trusted: t.Any) -> tuple[t.Any, ...]:
@@ -242,10 +245,7 @@ def _outcome(cls: type[Command], data: t.Any, **trusted: t.Any) -> tuple[t.Any, 
 def _assert_same(cls: type[Command], data: t.Any, **trusted: t.Any) -> None:
     """The fast path and the real form give the same outcome for ``data``."""
     assert cls._plan is not None
-    fast = _outcome(cls, data, **trusted)
-    with _slow_path(cls):
-        slow = _outcome(cls, data, **trusted)
-    assert fast == slow
+    assert _outcome(cls, data, **trusted) == _outcome(slow(cls), data, **trusted)
 
 
 _differential = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -368,6 +368,40 @@ def test_build_fast_path_new_id_when_absent() -> None:
     assert first.id != second.id
 
 
+def test_fast_path_false_has_no_plan() -> None:
+    class Plain(Command, fast_path=False):
+        title: str = ""
+
+    class Child(Plain):
+        note: str = ""
+
+    class Again(Plain, fast_path=True):
+        pass
+
+    assert (Plain._plan, Child._plan) == (None, None)
+    assert Again._plan is not None
+    assert Plain.build({"title": "Milk"}).title == "Milk"
+
+
+def test_generated_source_in_linecache() -> None:
+    import linecache
+    import traceback
+
+    assert Todo._plan is not None
+    filename = Todo._plan.__code__.co_filename
+    assert linecache.getline(filename, 1).startswith("def text_0(")
+    with pytest.raises(RuntimeError) as excinfo:
+        Todo._plan(_Boom())
+    frames = traceback.extract_tb(excinfo.value.__traceback__)
+    # The traceback shows the generated line that failed, not an empty "<fast path ...>" frame.
+    assert (frames[-2].filename, frames[-2].line) == (filename, "raw = getlist('title')")
+
+
+class _Boom(MultiDict[str, str]):
+    def getlist(self, key: str, type: t.Any = None) -> t.NoReturn:  # type: ignore[override]
+        raise RuntimeError("boom")
+
+
 def test_build_invalid_falls_back_to_form() -> None:
     with pytest.raises(CommandInvalid) as excinfo:
         Todo.build({"title": "", "owner": _UUID})
@@ -435,11 +469,11 @@ def test_compile_none_for_validator_subclass() -> None:
     assert WithSubclass._plan is None
 
 
-def test_compile_none_for_custom_form_field() -> None:
-    class WithFormField(Command):
-        title: str = field(form_field=wtforms.TextAreaField())
+def test_compile_none_for_nested_form_field() -> None:
+    class WithList(Command):
+        titles: list[str] = field(default_factory=list, form_field=wtforms.FieldList(wtforms.StringField()))
 
-    assert WithFormField._plan is None
+    assert WithList._plan is None
 
 
 def test_compile_none_for_length_on_number() -> None:
@@ -467,15 +501,13 @@ def test_compile_none_builds_with_form() -> None:
 
 
 @pytest.fixture(params=["fast", "slow"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test on the fast path and on the real form."""
-    if request.param == "slow":
-        monkeypatch.setattr(Chains, "_plan", None)
-    return t.cast(str, request.param)
+def path(request: pytest.FixtureRequest) -> type[Command]:
+    """Run the test on the fast path and on the real form: the class to build."""
+    return Chains if request.param == "fast" else slow(Chains)
 
 
 @pytest.fixture
-def sent() -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
+def sent(path: type[Command]) -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
     """The build signals sent during the test, as ``(name, kwargs)``."""
     records: list[tuple[str, dict[str, t.Any]]] = []
 
@@ -485,16 +517,16 @@ def sent() -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
     def finished(sender: t.Any, **kwargs: t.Any) -> None:
         records.append(("build_finished", kwargs))
 
-    signals.build_started.connect(started, sender=Chains)
-    signals.build_finished.connect(finished, sender=Chains)
+    signals.build_started.connect(started, sender=path)
+    signals.build_finished.connect(finished, sender=path)
     yield records
     signals.build_started.disconnect(started)
     signals.build_finished.disconnect(finished)
 
 
-def test_build_trusted_missing_raises_before_signals(path: str, sent: list[t.Any]) -> None:
+def test_build_trusted_missing_raises_before_signals(path: type[Command], sent: list[t.Any]) -> None:
     with pytest.raises(TypeError) as excinfo:
-        Chains.build({"name": "n", "label": "l"})
+        path.build({"name": "n", "label": "l"})
     assert excinfo.value.args == (
         "Chains.build() needs the trusted value 'actor'; pass it as a keyword argument, e.g."
         " build(data, actor=...).",
@@ -502,9 +534,9 @@ def test_build_trusted_missing_raises_before_signals(path: str, sent: list[t.Any
     assert sent == []
 
 
-def test_build_trusted_unknown_raises_before_signals(path: str, sent: list[t.Any]) -> None:
+def test_build_trusted_unknown_raises_before_signals(path: type[Command], sent: list[t.Any]) -> None:
     with pytest.raises(TypeError) as excinfo:
-        Chains.build({"name": "n", "label": "l"}, actor=1, owner=2)
+        path.build({"name": "n", "label": "l"}, actor=1, owner=2)
     assert excinfo.value.args == (
         "Chains has no trusted field 'owner'; trusted values are only for fields declared with"
         " field(trusted=True).",
@@ -512,9 +544,9 @@ def test_build_trusted_unknown_raises_before_signals(path: str, sent: list[t.Any
     assert sent == []
 
 
-def test_build_signals_on_success(path: str, sent: list[tuple[str, dict[str, t.Any]]]) -> None:
+def test_build_signals_on_success(path: type[Command], sent: list[tuple[str, dict[str, t.Any]]]) -> None:
     data = {"name": "n", "label": "l"}
-    command = Chains.build(data, actor=1)
+    command = path.build(data, actor=1)
     assert command.actor == 1
     assert [name for name, _ in sent] == ["build_started", "build_finished"]
     assert sent[0][1] == {"data": data}
@@ -522,8 +554,206 @@ def test_build_signals_on_success(path: str, sent: list[tuple[str, dict[str, t.A
     assert sent[1][1]["duration"] >= 0
 
 
-def test_build_signals_on_errors(path: str, sent: list[tuple[str, dict[str, t.Any]]]) -> None:
+def test_build_signals_on_errors(path: type[Command], sent: list[tuple[str, dict[str, t.Any]]]) -> None:
     with pytest.raises(CommandInvalid):
-        Chains.build({"name": " ", "label": "l"}, actor=1)
+        path.build({"name": " ", "label": "l"}, actor=1)
     assert [name for name, _ in sent] == ["build_started", "build_finished"]
     assert sent[1][1]["errors"] == {"name": ["This field is required."]}
+
+
+# --- errors without the form -------------------------------------------------------------------
+
+
+class Localised(Command):
+    """WTForms' German messages: the fast path words its errors in the form's language."""
+
+    class Meta:
+        locales = ("de_DE", "de")
+
+    title: str = field(validators=[v.InputRequired(), v.Length(min=2, max=20)])
+    count: int = field(default=1, validators=[v.NumberRange(min=0, max=100)])
+    ratio: float | None = None
+    due: datetime.date | None = None
+    color: Color = Color.RED
+    owner: uuid.UUID | None = None
+
+
+_VALID_JSON.append((Localised, {"title": "Milch", "count": 3, "color": "dark-blue"}, {}))
+_VALID_FORMS.append((Localised, MultiDict({"title": "Milch", "due": "2020-01-01", "owner": _UUID}), {}))
+
+
+def test_localised_has_plan() -> None:
+    assert Localised._plan is not None
+
+
+@_differential
+@given(_json_inputs(Localised))
+def test_localised_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_same(Localised, data)
+
+
+@_differential
+@given(_form_inputs(Localised))
+def test_localised_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_same(Localised, data)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "form"])
+def test_errors_translated(fast: bool) -> None:
+    with pytest.raises(CommandInvalid) as excinfo:
+        (Localised if fast else slow(Localised)).build({"title": "", "count": "x"})
+    assert excinfo.value.errors == {
+        "title": ["Dieses Feld wird benötigt."],
+        "count": ["Keine gültige, ganze Zahl."],
+    }
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "form"])
+@pytest.mark.parametrize("data", [{"count": "abc"}, MultiDict({"count": "abc"})], ids=["json", "form"])
+def test_errors_type_error_alone(fast: bool, data: t.Any) -> None:
+    # "abc" is no number: NumberRange would only say so again.
+    with pytest.raises(CommandInvalid) as excinfo:
+        (Todo if fast else slow(Todo)).build({"title": "Milk", "owner": _UUID, **data})
+    assert excinfo.value.errors == {"count": ["Not a valid integer value."]}
+
+
+def test_errors_required_clears_type_error() -> None:
+    class Counted(Command):
+        count: int = field(validators=[v.DataRequired(), v.NumberRange(max=9)])
+
+    with pytest.raises(CommandInvalid) as excinfo:
+        Counted.build({"count": "abc"})
+    assert excinfo.value.errors == {"count": ["This field is required."]}
+
+
+def test_errors_build_no_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[object] = []
+    real = Todo.Form
+
+    def counting(*args: t.Any, **kwargs: t.Any) -> wtforms.Form:
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(Todo, "Form", counting)
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build({"title": "", "owner": "nope", "count": 500})
+    assert excinfo.value.errors == {
+        "title": ["This field is required."],
+        "count": ["Number must be between 0 and 100."],
+        "owner": ["Invalid UUID."],
+    }
+    assert built == []
+
+
+def test_errors_form_built_lazily_with_errors_and_input() -> None:
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build(MultiDict({"title": "", "owner": "nope", "order": "x", "id": _UUID}))
+    form = excinfo.value.form
+    assert isinstance(form, Todo.Form)
+    assert excinfo.value.form is form  # built once
+    assert form.owner.data == "nope"
+    assert form.owner.errors == ["Invalid UUID."]
+    assert form.order.errors == ["Not a valid integer value."]
+    assert form.title.errors == ["This field is required."]
+    assert form.count.errors == []
+    assert form.id.data != _UUID  # a fresh id: a corrected resubmission is a new command
+    uuid.UUID(form.id.data)
+
+
+def test_errors_form_json_type_error_shown() -> None:
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build({"title": ["Milk"], "owner": _UUID})
+    assert excinfo.value.errors == {"title": ["Not a valid value."]}
+    form = excinfo.value.form
+    assert form is not None
+    assert form.title.errors == ["Not a valid value."]
+
+
+def test_errors_order_is_the_form_order() -> None:
+    with pytest.raises(CommandInvalid) as excinfo:
+        Todo.build({"owner": "x", "title": "", "id": "nope"})
+    assert list(excinfo.value.errors) == ["id", "title", "owner"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"count": 5, "ratio": 0.5},
+        {"count": -1, "ratio": float("inf")},
+        {"count": 10**400, "ratio": float("nan")},
+        {"count": "7", "ratio": "-inf"},
+        MultiDict({"count": "1" * 400, "ratio": "1e400"}),
+    ],
+)
+def test_number_range_bounds_same_as_form(data: t.Any) -> None:
+    class Bounded(Command):
+        count: int = field(validators=[v.NumberRange(min=-5, max=10**20)])
+        ratio: float = field(validators=[v.NumberRange(min=float("-inf"), max=1.0)])
+
+    assert Bounded._plan is not None
+    _assert_same(Bounded, data)
+
+
+# --- the application's own fields beside derived ones -------------------------------------------
+
+
+class Custom(Command):
+    """Custom form fields keep the fast path for the class's other fields."""
+
+    title: str = field(validators=[v.InputRequired(), v.Length(max=20)])
+    body: str = field(default="", form_field=wtforms.TextAreaField(validators=[v.Length(max=5)]))
+    tags: list[str] = field(
+        default_factory=list,
+        form_field=wtforms.SelectMultipleField(choices=["a", "b", "c"]),
+        json_schema={"type": "array", "items": {"enum": ["a", "b", "c"]}},
+    )
+    level: int = field(
+        default=0, form_field=wtforms.IntegerField(validators=[v.Optional(), v.NumberRange(max=5)])
+    )
+
+
+_VALID_JSON.append((Custom, {"title": "Milk", "body": "hi", "tags": ["a", "c"], "level": 2}, {}))
+_VALID_FORMS.append((Custom, MultiDict([("title", "Milk"), ("tags", "a"), ("tags", "b"), ("level", "")]), {}))
+
+
+def test_custom_has_plan() -> None:
+    assert Custom._plan is not None
+    assert Custom._plan({"title": "Milk", "tags": ["b"]}) is not None
+
+
+def test_custom_json_array_reaches_list_field() -> None:
+    command = Custom.build({"title": "Milk", "tags": ["a", "c"]})
+    assert command.tags == ["a", "c"]
+    assert command.body == ""
+
+
+def test_custom_json_schema_given() -> None:
+    schema = Custom.json_schema()["properties"]
+    assert schema["tags"] == {"type": "array", "items": {"enum": ["a", "b", "c"]}}
+    assert schema["body"] == {"default": ""}
+
+
+def test_custom_from_json_decodes() -> None:
+    class Tagged(Command):
+        tags: list[str] = field(
+            default_factory=list,
+            form_field=wtforms.SelectMultipleField(choices=["a", "b"]),
+            from_json=lambda value: value.split(",") if isinstance(value, str) else None,
+        )
+
+    assert Tagged.build({"tags": "a,b"}).tags == ["a", "b"]
+    with pytest.raises(CommandInvalid) as excinfo:
+        Tagged.build({"tags": ["a"]})
+    assert excinfo.value.errors == {"tags": ["Not a valid value."]}
+
+
+@_differential
+@given(_json_inputs(Custom))
+def test_custom_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_same(Custom, data)
+
+
+@_differential
+@given(_form_inputs(Custom))
+def test_custom_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_same(Custom, data)

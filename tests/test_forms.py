@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
+import re
 import typing as t
 import uuid
 
@@ -16,6 +17,7 @@ from wtforms import validators as v
 from flask_commands import Command
 from flask_commands import CommandInvalid
 from flask_commands import field
+from flask_commands.forms import PlainText
 
 
 class Color(enum.Enum):
@@ -183,7 +185,7 @@ def test_form_uuid_string_field_with_uuid_validator(form: wtforms.Form) -> None:
 
 def test_form_optional_str_optional_validator(form: wtforms.Form) -> None:
     assert type(form.note) is wtforms.StringField
-    assert [type(x) for x in form.note.validators] == [v.Optional]
+    assert [type(x) for x in form.note.validators] == [v.Optional, PlainText]
     assert not form.note.flags.required
 
 
@@ -198,13 +200,13 @@ def test_form_optional_enum_blank_choice(form: wtforms.Form) -> None:
 
 
 def test_form_required_implied_input_required(form: wtforms.Form) -> None:
-    assert [type(x) for x in form.text.validators] == [v.InputRequired]
+    assert [type(x) for x in form.text.validators] == [v.InputRequired, PlainText]
     assert form.text.flags.required
 
 
 def test_form_default_not_required() -> None:
     form = Note.Form()
-    assert [type(x) for x in form.body.validators] == []
+    assert [type(x) for x in form.body.validators] == [PlainText]
     assert not form.body.flags.required
 
 
@@ -214,7 +216,7 @@ def test_form_explicit_required_validator_not_doubled() -> None:
     class Titled(Command):
         title: str = field(validators=[required])
 
-    assert Titled.Form().title.validators == [required]
+    assert Titled.Form().title.validators[:-1] == [required]
 
 
 def test_form_validators_after_implied_ones() -> None:
@@ -472,12 +474,46 @@ def test_json_empty_string_optional_uuid_is_none() -> None:
         "חלב ומים",
         "e\u0301 n\u0303 a\u030a",
         "\u202eRTL override\u202c",
-        "nul\x00byte",
+        "tab\tand\r\nnewlines",
     ],
-    ids=["emoji", "rtl", "combining", "bidi-control", "nul"],
+    ids=["emoji", "rtl", "combining", "bidi-control", "tab-newlines"],
 )
 def test_json_unicode_kept_exactly(text: str) -> None:
     assert Note.build({"title": text, "body": text}).body == text
+
+
+class _SlowNote(Note, fast_path=False):
+    """Note, always built through the real form."""
+
+
+_NUL = "The text holds the control character U+0000; remove it (only tab and newlines are allowed)."
+_SURROGATE = "The text holds a lone surrogate (U+D800), which is not Unicode; send valid UTF-8."
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nul\x00byte", _NUL),
+        ("\x1b[31m", _NUL.replace("U+0000", "U+001B")),
+        ("del\x7f", _NUL.replace("U+0000", "U+007F")),
+        ("c1\x85", _NUL.replace("U+0000", "U+0085")),
+        ("half \ud800", _SURROGATE),
+    ],
+    ids=["nul", "escape", "del", "c1", "lone-surrogate"],
+)
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "form"])
+def test_str_refuses_control_characters_and_surrogates(
+    text: str, message: str, fast: bool
+) -> None:
+    command = Note if fast else _SlowNote
+    assert invalid(command, {"title": "x", "body": text}) == {"body": [message]}
+    assert invalid(command, MultiDict({"title": "x", "body": text})) == {"body": [message]}
+
+
+def test_str_text_rule_in_json_schema() -> None:
+    pattern = Note.json_schema()["properties"]["body"]["pattern"]
+    assert re.search(pattern, "tab\tand\r\nnewlines")
+    assert not re.search(pattern, "nul\x00byte")
 
 
 def test_json_megabyte_string_over_length_max() -> None:

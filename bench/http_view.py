@@ -1,6 +1,6 @@
 """End-to-end HTTP throughput of a command view against a bare Flask JSON view, under gunicorn.
 
-    .venv/bin/python bench/http.py [--seconds 4] [--rounds 4] [--connections 4]
+    .venv/bin/python bench/http_view.py [--seconds 4] [--rounds 4] [--connections 4]
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``). Four gunicorn servers on loopback, each one
 worker process with four threads (keep-alive), serve ``POST /todos`` with a JSON body:
@@ -19,42 +19,33 @@ worker process with four threads (keep-alive), serve ``POST /todos`` with a JSON
 ``wrk`` (one thread, a few connections) drives each server in turn for ``--seconds``; the rounds
 alternate between the servers, each round starting with the next one, so that a busy machine
 slows them alike; each figure is the median of its rounds. Target: ``command`` at least 0.85 times ``bare``.
-
-The file is named after what it measures, which is also the name of the standard library's
-``http`` package: run as a script, its folder must not be on ``sys.path``, so it removes it first.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import os
+import re
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+import uuid
 
-# Run as bench/http.py, Python puts bench/ first on sys.path, where this file would shadow the
-# standard library's http package for Flask, Werkzeug and gunicorn.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import flask
+from wtforms import validators as v
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-import uuid  # noqa: E402
-
-import flask  # noqa: E402
-from wtforms import validators as v  # noqa: E402
-
-from flask_commands import Command  # noqa: E402
-from flask_commands import Commands  # noqa: E402
-from flask_commands import command_view  # noqa: E402
-from flask_commands import field  # noqa: E402
-from flask_commands import handler  # noqa: E402
-from flask_commands import signals  # noqa: E402
+from flask_commands import Command
+from flask_commands import Commands
+from flask_commands import command_view
+from flask_commands import field
+from flask_commands import handler
+from flask_commands import signals
 
 SERVERS = ("bare", "command", "log", "log-null")
 TARGET = 0.85
