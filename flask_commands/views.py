@@ -15,6 +15,8 @@ import weakref
 
 import flask
 import wtforms
+from itsdangerous import BadSignature
+from itsdangerous import URLSafeSerializer
 from jinja2_fragments.flask import render_block
 from markupsafe import Markup
 from markupsafe import escape
@@ -52,12 +54,18 @@ VALIDATE_HEADER = "X-Commands-Validate"
 # A form restored from history still holds a consumed id: never replay the old outcome for it.
 _ALREADY_SUBMITTED = "This form was already submitted with other values. Check it and submit again."
 
+#: The request header of live validation carrying ``render_field``'s signed render arguments.
+RENDER_HEADER = "X-Commands-Render"
+_RENDER_SALT = "flask-commands.render-field"
+
 #: The template holding the macros, served by the extension's blueprint.
 MACROS_TEMPLATE = "commands/macros.html"
 
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 _JSON_ACCEPT = ("text/html", "application/json", "application/problem+json")
 _G_FLASHES = "_commands_flashes_shown"
+# render_field's own parameters: never taken from the signed attributes.
+_OWN_ARGS = frozenset({"field", "live", "url", "trigger"})
 _PLAIN_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 Body: t.TypeAlias = "t.Mapping[str, t.Any]"
@@ -287,6 +295,23 @@ class _Macros:
         return taken
 
     @staticmethod
+    def _sign_field(
+        field: wtforms.Field, url: str | None, trigger: str, attrs: t.Mapping[str, t.Any]
+    ) -> str | None:
+        """``render_field``'s arguments, signed with the app's secret key, for live validation to send back.
+
+        ``None`` without a secret key, or when an attribute is not a JSON value: the validation
+        response then renders the field with the macro's defaults.
+        """
+        serializer = _render_serializer()
+        if serializer is None:
+            return None
+        try:
+            return serializer.dumps({"id": field.id, "url": url, "trigger": trigger, "attrs": dict(attrs)})
+        except (TypeError, ValueError):
+            return None
+
+    @staticmethod
     def _htmx_url() -> str:
         """The versioned URL of the vendored htmx."""
         return flask.url_for("commands.static", filename=htmx.HTMX_FILENAME)
@@ -295,6 +320,26 @@ class _Macros:
     def _htmx_integrity() -> str:
         """The SRI hash of the vendored htmx."""
         return htmx.htmx_integrity()
+
+
+def _render_serializer() -> URLSafeSerializer | None:
+    secret = flask.current_app.secret_key
+    return URLSafeSerializer(secret, salt=_RENDER_SALT) if secret else None
+
+
+def _render_args(token: str | None) -> dict[str, t.Any]:
+    """The render arguments signed by ``_sign_field``; empty when missing or not signed by this app.
+
+    Never trusted unsigned: attributes a client made up could inject markup or scripts.
+    """
+    serializer = _render_serializer()
+    if not token or serializer is None:
+        return {}
+    try:
+        args = serializer.loads(token)
+    except BadSignature:
+        return {}
+    return args if isinstance(args, dict) else {}
 
 
 #: The one ``commands_macros`` object; ``init_app`` makes it a Jinja global.
@@ -433,7 +478,15 @@ def _validate_field(view: _View[t.Any, t.Any], data: Body, name: str, json_calle
         field.errors = list(type_errors[name])
     if json_caller:
         return flask.jsonify({"errors": {name: list(field.errors)}})
-    response = flask.make_response(str(_macros.render_field(field)), 200)
+    args = _render_args(flask.request.headers.get(RENDER_HEADER))
+    if isinstance(args.get("id"), str):
+        field.id = field.label.field_id = args["id"]
+    attrs = args.get("attrs")
+    if not isinstance(attrs, dict):
+        attrs = {}
+    options = {key: args[key] for key in ("url", "trigger") if isinstance(args.get(key), str)}
+    html = _macros.render_field(field, **options, **{k: v for k, v in attrs.items() if k not in _OWN_ARGS})
+    response = flask.make_response(str(html), 200)
     # The user may go on typing while this request is in flight: a morph (htmx 4 only) keeps the
     # focused input's value and caret, where outerHTML would drop what was typed meanwhile.
     return htmx.reswap(response, "outerMorph" if htmx.details().request_type else "outerHTML")

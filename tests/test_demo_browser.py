@@ -205,6 +205,41 @@ def test_live_validation_keeps_what_is_typed_meanwhile(page: Page, demo: Demo) -
     assert page.evaluate("[document.activeElement.id, document.activeElement.selectionStart]") == ["title", 4]
 
 
+def test_live_validation_keeps_how_the_field_was_rendered(page: Page, demo: Demo) -> None:
+    before = page.evaluate("document.querySelector('#title').outerHTML")
+    page.type("#title", "a")
+    page.keyboard.press("Backspace")
+    page.locator("#title-errors").wait_for()
+    title = page.locator("#title")
+    assert title.get_attribute("placeholder") == "Buy milk"
+    assert title.get_attribute("hx-trigger") == "change delay:250ms, keyup changed delay:400ms"
+    assert title.get_attribute("aria-invalid") == "true"
+    # Arrow and Shift keys change nothing: no request.
+    count = sum(1 for method, _ in demo.served.requests if method == "POST")
+    for key in ("ArrowLeft", "ArrowRight", "Shift", "Home"):
+        page.keyboard.press(key)
+    page.wait_for_timeout(700)
+    assert sum(1 for method, _ in demo.served.requests if method == "POST") == count
+    page.keyboard.type("Bread")
+    page.locator("#title-errors").wait_for(state="detached")
+    after = page.evaluate("document.querySelector('#title').outerHTML")
+    strip = r"""(html) => html.replace(/ (value|hx-headers|data-htmx-powered|aria-[a-z]+)="[^"]*"/g, "")"""
+    assert page.evaluate(f"({strip})({json.dumps(after)})") == page.evaluate(f"({strip})({json.dumps(before)})")
+
+
+@pytest.mark.parametrize("how", ["click", "enter"])
+def test_one_post_per_add(page: Page, demo: Demo, how: str) -> None:
+    page.fill("#title", "Only one request")
+    demo.served.requests.clear()
+    if how == "click":
+        page.get_by_role("button", name="Add").click()
+    else:
+        page.press("#title", "Enter")
+    item(page, "Only one request").wait_for()
+    page.wait_for_timeout(700)  # room for a delayed validation, had one been sent
+    assert [r for r in demo.served.requests if r[0] == "POST"] == [("POST", "/items")]
+
+
 def test_inline_edit(page: Page) -> None:
     add_todo(page, "Buy milk")
     item(page, "Buy milk").get_by_role("link", name="Edit").click()

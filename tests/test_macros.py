@@ -137,12 +137,17 @@ def test_render_field_escapes_errors_and_values(render: t.Callable[..., str]) ->
 def test_render_field_live(render: t.Callable[..., str]) -> None:
     tag = input_tag(render("{{ render_field(form.title) }}", form=AddTodo.form()), "title")
     assert 'hx-post="/todos/new?x=1"' in tag
-    assert 'hx-trigger="change, keyup delay:400ms"' in tag
+    # ``changed``: arrow and Shift keys send nothing; the blur's ``change`` waits so that a click
+    # on the submit button sends the submission alone (the validation is cancelled meanwhile).
+    assert 'hx-trigger="change delay:250ms, keyup changed delay:400ms"' in tag
+    assert "event.preventDefault()" in tag  # no validation while the form is being submitted
     assert 'hx-target="closest .commands-field"' in tag
     assert 'hx-swap="outerHTML"' in tag
     headers = re.search(r'hx-headers="([^"]+)"', tag)
     assert headers is not None
-    assert json.loads(unescape(headers.group(1))) == {"X-Commands-Validate": "title"}
+    decoded = json.loads(unescape(headers.group(1)))
+    assert decoded.pop("X-Commands-Render")  # the signed render arguments, see test_views
+    assert decoded == {"X-Commands-Validate": "title"}
 
 
 def test_render_field_live_off(render: t.Callable[..., str]) -> None:
@@ -262,6 +267,7 @@ def test_render_form_csrf_token(app: flask.Flask) -> None:
         headers = re.search(r'hx-headers="([^"]+)"', input_tag(html, "title"))
         assert headers is not None
         decoded = json.loads(unescape(headers.group(1)))
+        assert decoded.pop("X-Commands-Render")
         assert decoded == {"X-Commands-Validate": "title", "X-CSRFToken": token}
 
 

@@ -12,6 +12,7 @@ import json
 import re
 import typing as t
 import uuid
+from html import unescape
 
 import flask
 import jinja2
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from itsdangerous import URLSafeSerializer
 from wtforms import validators as v
 
 from flask_commands import Command
@@ -699,6 +701,66 @@ def test_validate_escapes_the_value(client: flask.testing.FlaskClient) -> None:
     headers = {**HX4, "X-Commands-Validate": "title"}
     response = client.post("/todos/new", data={"title": "<script>alert(1)</script>" * 3}, headers=headers)
     assert "<script>" not in response.text
+
+
+def _live_input(html: str) -> tuple[str, dict[str, str]]:
+    """The title input's tag in ``html`` and its live-validation headers."""
+    tag = re.search(r'<input[^>]*name="title"[^>]*>', html)
+    assert tag is not None, html
+    headers = re.search(r'hx-headers="([^"]+)"', tag.group(0))
+    assert headers is not None
+    return tag.group(0), json.loads(unescape(headers.group(1)))
+
+
+CUSTOM_FIELD = (
+    '{{ commands_macros.render_field(form.title, url="/todos/new", trigger="keyup changed delay:400ms",'
+    ' placeholder="Buy milk", class="wide", autofocus=true) }}'
+)
+
+
+def _without(tag: str, *names: str) -> str:
+    for name in names:
+        tag = re.sub(rf' {name}="[^"]*"', "", tag)
+    return tag
+
+
+def test_validate_renders_the_field_as_rendered(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
+    with app.test_request_context("/todos/new"):
+        form = AddTodo.form()
+        form.title.id = form.title.label.field_id = "new-title"
+        page_tag, headers = _live_input(flask.render_template_string(CUSTOM_FIELD, form=form))
+    response = client.post("/todos/new", data={"title": ""}, headers={**HX4, **headers})
+    assert response.status_code == 200
+    tag, _ = _live_input(response.text)
+    assert 'placeholder="Buy milk"' in tag
+    assert 'hx-trigger="keyup changed delay:400ms"' in tag
+    assert 'class="wide"' in tag
+    assert 'id="new-title"' in tag
+    assert 'aria-invalid="true"' in tag
+    assert 'aria-describedby="new-title-errors"' in tag
+    assert '<label for="new-title">' in response.text
+    # Nothing else differs: the same attributes, in the same order, the same signed arguments.
+    assert _without(tag, "aria-invalid", "aria-describedby", "hx-headers") == _without(page_tag, "hx-headers")
+    again = client.post("/todos/new", data={"title": "Milk"}, headers={**HX4, **headers})
+    tag, _ = _live_input(again.text)
+    assert 'value="Milk"' in tag
+    assert "aria-invalid" not in tag
+    assert _without(tag, "value", "hx-headers") == _without(page_tag, "value", "hx-headers")
+
+
+def test_validate_ignores_render_arguments_not_signed_by_the_app(
+    app: flask.Flask, client: flask.testing.FlaskClient
+) -> None:
+    forged = URLSafeSerializer("another secret", salt="flask-commands.render-field").dumps(
+        {"attrs": {"onfocus": "alert(1)"}, "trigger": "load"}
+    )
+    for token in (forged, "not a token", json.dumps({"attrs": {"onfocus": "alert(1)"}})):
+        headers = {**HX4, "X-Commands-Validate": "title", "X-Commands-Render": token}
+        response = client.post("/todos/new", data={"title": ""}, headers=headers)
+        assert response.status_code == 200
+        tag, _ = _live_input(response.text)
+        assert "onfocus" not in tag
+        assert 'hx-trigger="change delay:250ms, keyup changed delay:400ms"' in tag
 
 
 def test_json_post_runs_the_handler_once(app: flask.Flask) -> None:
