@@ -17,6 +17,7 @@ import flask
 import wtforms
 from itsdangerous import BadSignature
 from itsdangerous import URLSafeSerializer
+from jinja2 import TemplateNotFound
 from jinja2_fragments.flask import render_block
 from markupsafe import Markup
 from markupsafe import escape
@@ -372,10 +373,15 @@ class _View(t.Generic[C, R]):
         """Render the template (or, for htmx, its block) with ``form``; retarget 4xx re-renders."""
         assert self.template is not None
         context = {**view_args, "form": form}
-        if self.block is not None and _wants_fragment():
-            html = render_block(self.template, self.block, **context)
-        else:
-            html = flask.render_template(self.template, **context)
+        try:
+            if self.block is not None and _wants_fragment():
+                html = render_block(self.template, self.block, **context)
+            else:
+                html = flask.render_template(self.template, **context)
+        except TemplateNotFound as e:
+            if e.name != self.template:
+                raise
+            raise _template_missing(self.template, self.func) from None
         response = flask.make_response(html, status)
         if self.block is not None:
             response.vary.add(htmx.HX_REQUEST)
@@ -384,6 +390,26 @@ class _View(t.Generic[C, R]):
             # the htmx version's defaults (htmx 2 swaps 4xx only with the documented config).
             htmx.retarget(htmx.reswap(response, "outerHTML"), _target_selector())
         return response
+
+
+def _template_missing(name: str, func: t.Callable[..., t.Any]) -> TemplateNotFound:
+    """``TemplateNotFound`` for a command view's template, saying where Flask looked and the fix."""
+    app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
+    places: list[str] = []
+    for owner, loader in app.jinja_env.loader._iter_loaders(name):
+        paths = getattr(loader, "searchpath", None)
+        what = "the app" if owner is app else f"blueprint {owner.name!r}"
+        if paths:
+            places.extend(f"{path} ({what})" for path in paths)
+        else:
+            places.append(f"{loader!r} ({what})")
+    looked = "; ".join(places) if places else "nowhere: the app has no template folder"
+    return TemplateNotFound(
+        name,
+        message=f"The command view {func.__qualname__!r} renders the template {name!r}, which Flask"
+        f" cannot find. It looked in: {looked}. Create {name!r} in one of these folders, or pass"
+        " command_view(..., template=) the name of an existing template.",
+    )
 
 
 class _Responder(t.Generic[C, R]):

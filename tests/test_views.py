@@ -1086,3 +1086,31 @@ def _fuzz_app() -> flask.Flask:
         app.config["MAX_CONTENT_LENGTH"] = 10_000
         _FUZZ_APPS.append(app)
     return _FUZZ_APPS[0]
+
+
+def test_missing_template_names_it_and_where_flask_looked() -> None:
+    app = flask.Flask(__name__, template_folder="no-such-folder")
+    app.secret_key = "test"
+    app.testing = True
+    Commands(app)
+
+    @app.route("/todos/new", methods=["GET", "POST"])
+    @command_view(AddTodo, add_todo, template="todos/new.html", block="form", trusted=lambda: {"actor_id": 1})
+    def new_todo(result: dict[str, t.Any], cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return "added", 201
+
+    client = app.test_client()
+    for headers in ({}, HX4):
+        with pytest.raises(jinja2.TemplateNotFound) as excinfo:
+            client.get("/todos/new", headers=headers)
+        message = str(excinfo.value)
+        assert excinfo.value.name == "todos/new.html"
+        assert message.startswith(
+            "The command view 'test_missing_template_names_it_and_where_flask_looked.<locals>.new_todo'"
+            " renders the template 'todos/new.html', which Flask cannot find. It looked in: "
+        )
+        assert f"{app.root_path}/no-such-folder (the app)" in message
+        assert message.endswith(
+            "Create 'todos/new.html' in one of these folders, or pass command_view(..., template=)"
+            " the name of an existing template."
+        )
