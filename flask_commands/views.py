@@ -437,9 +437,9 @@ class _Responder(t.Generic[C, R]):
     def conflict(self, error: Conflict) -> flask.Response:
         """409: the message flashed (category ``"conflict"``) on the re-rendered form, or problem+json."""
         if self.json:
-            return problem(409, detail=error.message, code=error.code)
+            return _with_current(problem(409, detail=error.message, code=error.code), error.current)
         flask.flash(error.message, "conflict")
-        return self.view.render(self.bound_form(), 409, self.view_args)
+        return self.view.render(_conflict_form(self.bound_form(), error), 409, self.view_args)
 
     def rejected(self, error: Rejected) -> flask.Response:
         """422: the message as a form-level error on the re-rendered form, or problem+json."""
@@ -462,6 +462,36 @@ class _Responder(t.Generic[C, R]):
             form = self.view.command.Form(formdata=normalise_json(data, self.view.command._fields)[0])
         form.id.data = str(new_id())
         return form
+
+
+def _conflict_form(form: wtforms.Form, error: Conflict) -> wtforms.Form:
+    """``form`` with ``commands_conflict`` set for the macros, its hidden fields at the current values.
+
+    Only for a conflict carrying the current state; the form is left as it is otherwise.
+
+    The visible fields keep what the user typed; a hidden one (a ``version``) takes the current
+    value, so that submitting the form again saves the user's text over the change.
+    """
+    if error.current is None:
+        return form
+    form.commands_conflict = error
+    for name, value in (error.current or {}).items():
+        if name in form and name != "id" and form[name].flags.hidden:
+            form[name].data, form[name].raw_data = value, None  # rendered from data, not the input
+    return form
+
+
+def _with_current(response: flask.Response, current: t.Mapping[str, t.Any] | None) -> flask.Response:
+    """The problem response with the conflict's ``current`` state as a member, when it has one."""
+    if current is None:
+        return response
+    body = response.get_json()
+    try:
+        body["current"] = json.loads(json.dumps(current, default=str))
+    except (TypeError, ValueError):
+        return response
+    response.set_data(json.dumps(body))
+    return response
 
 
 def _respond(ran: _Ran[R], cmd: C, responder: _Responder[C, R]) -> flask.Response:

@@ -17,6 +17,7 @@ from html import unescape
 import flask
 import jinja2
 import pytest
+import wtforms
 from flask_wtf.csrf import CSRFProtect
 from hypothesis import HealthCheck
 from hypothesis import given
@@ -1114,3 +1115,77 @@ def test_missing_template_names_it_and_where_flask_looked() -> None:
             "Create 'todos/new.html' in one of these folders, or pass command_view(..., template=)"
             " the name of an existing template."
         )
+
+
+class Rename(Command):
+    title: str = field(validators=[v.InputRequired()], label="Title")
+    order: int | None = field(default=None, label="Order")
+    version: int = field(form_field=wtforms.IntegerField(widget=wtforms.widgets.HiddenInput()))
+
+
+@handler(Rename)
+def rename(cmd: Rename) -> str:
+    if cmd.version != 3:
+        current = {"title": "Edited in tab A", "order": None, "version": 3}
+        raise Conflict("This todo was changed elsewhere.", code="stale_version", current=current)
+    return cmd.title
+
+
+@pytest.fixture
+def rename_client() -> flask.testing.FlaskClient:
+    app = flask.Flask(__name__)
+    app.testing = True
+    app.secret_key = "test"
+    app.jinja_loader = jinja2.DictLoader(
+        {"rename.html": "{{ commands_macros.render_form(form, theirs='/todo') }}"}
+    )
+    Commands(app)
+
+    @app.route("/rename", methods=["GET", "POST"])
+    @command_view(Rename, rename, template="rename.html")
+    def rename_view(result: str, cmd: Rename) -> flask.typing.ResponseReturnValue:
+        return result
+
+    return app.test_client()
+
+
+@pytest.mark.parametrize("headers", [{}, HX4], ids=["no-js", "htmx"])
+def test_conflict_keeps_the_text_and_shows_the_current_state(
+    rename_client: flask.testing.FlaskClient, headers: dict[str, str]
+) -> None:
+    response = rename_client.post("/rename", data={"title": "Mine", "version": "2"}, headers=headers)
+    assert response.status_code == 409
+    html = response.text
+    assert re.search(r'<input autofocus[^>]* name="title"[^>]* value="Mine">', html), html
+    assert "This todo was changed elsewhere." in html
+    assert html.count("This todo was changed elsewhere.") == 1
+    assert 'Title is now “<span class="commands-conflict-current">Edited in tab A</span>”.' in html
+    assert "Order is now" not in html  # unchanged: not shown
+    assert '<a href="/todo" class="commands-conflict-theirs">take theirs</a>' in html
+    # The hidden version is the current one: submitting again saves over the change.
+    assert re.search(r'name="version" type="hidden" value="3"', html), html
+    fresh_id = re.search(r'name="id" type="hidden" value="([^"]+)"', html)
+    assert fresh_id is not None
+    again = rename_client.post("/rename", data={"title": "Mine", "version": "3", "id": fresh_id.group(1)})
+    assert again.status_code == 200
+    assert again.text == "Mine"
+
+
+def test_conflict_json_carries_the_current_state(rename_client: flask.testing.FlaskClient) -> None:
+    response = rename_client.post("/rename", json={"title": "Mine", "version": 2})
+    assert response.status_code == 409
+    assert response.json == {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "This todo was changed elsewhere.",
+        "code": "stale_version",
+        "current": {"title": "Edited in tab A", "order": None, "version": 3},
+    }
+
+
+def test_conflict_without_current_state_shows_the_message_once(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "taken"})
+    assert response.text.count("A todo with that title exists.") == 1  # the page's flashes()
+    assert "commands-conflict" not in response.text.replace("commands-flash-conflict", "")
+    assert "autofocus" not in response.text
