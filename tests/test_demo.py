@@ -264,16 +264,20 @@ def test_board_edit_blank_title_stays_in_edit_mode(web: Browser, api: FlaskClien
     assert "Give the todo a title." in response.text
 
 
-def test_board_edit_stale_version_flashes_the_conflict_with_current_values(
-    web: Browser, api: FlaskClient, demo: flask.Flask
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "no-js"])
+def test_board_edit_stale_version_keeps_the_text_and_shows_the_current_title(
+    web: Browser, api: FlaskClient, demo: flask.Flask, htmx: bool
 ) -> None:
     add(api, "Milk")
     api.patch("/todos/1", json={"title": "Oat milk"})
-    response = web.post("/items/1/edit", {"title": "Soy milk", "version": "1"}, htmx=True)
+    response = web.post("/items/1/edit", {"title": "Soy milk", "version": "1"}, htmx=htmx)
     assert response.status_code == 409
-    assert STALE in response.text
-    assert '<span class="title">Oat milk</span>' in response.text
-    assert "edit-1-title" not in response.text
+    html = response.text
+    assert STALE in html
+    assert 'Title is now “<span class="commands-conflict-current">Oat milk</span>”.' in html
+    assert re.search(r'<input[^>]* autofocus id="edit-1-title"[^>]* value="Soy milk">', html), html
+    assert '<input type="hidden" name="version" value="2">' in html  # saving again saves over it
+    assert '<a href="/items/1/edit" class="commands-conflict-theirs">take theirs</a>' in html
     assert todos(demo)[0].title == "Oat milk"
 
 
@@ -546,6 +550,7 @@ def test_api_patch_stale_version_is_409(api: FlaskClient) -> None:
         "status": 409,
         "detail": STALE,
         "code": "stale_version",
+        "current": {"title": "Oat milk", "completed": False, "order": None, "version": 2},
     }
 
 

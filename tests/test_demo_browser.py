@@ -324,12 +324,35 @@ def test_two_pages_editing_one_todo_the_second_sees_the_conflict(context: Browse
 
     second.fill("#edit-1-title", "Buy soy milk")
     second.get_by_role("button", name="Save").click()
-    flash = second.locator(".commands-flash-conflict")
-    flash.wait_for()
-    assert flash.inner_text() == "This todo was changed elsewhere."
+    notice = second.locator(".commands-conflict")
+    notice.wait_for()
+    assert notice.get_attribute("role") == "alert"
+    assert "This todo was changed elsewhere." in notice.inner_text()
+    assert "Title is now “Buy oat milk”." in notice.inner_text()
     assert second.inner_text("#announcer") == "This todo was changed elsewhere."
-    assert second.locator(".todo .title").inner_text() == "Buy oat milk"
+    assert second.locator(".commands-flash-conflict").count() == 0  # said once, in the form
+    # The form stays open with this tab's text, and the focus in it.
+    assert second.input_value("#edit-1-title") == "Buy soy milk"
+    assert focused(second) == "edit-1-title"
+    # Saving again puts it in place of the other tab's title.
+    second.get_by_role("button", name="Save").click()
+    item(second, "Buy soy milk").wait_for()
     assert second.locator(".edit-form").count() == 0
+    first.reload()
+    assert first.locator(".todo .title").inner_text() == "Buy soy milk"
+    # Take theirs: the form shows the current title.
+    first.get_by_role("link", name="Edit").click()
+    first.fill("#edit-1-title", "Mine again")
+    second.get_by_role("link", name="Edit").click()
+    second.fill("#edit-1-title", "Theirs")
+    second.get_by_role("button", name="Save").click()
+    item(second, "Theirs").wait_for()
+    first.get_by_role("button", name="Save").click()
+    first.locator(".commands-conflict").wait_for()
+    first.get_by_role("link", name="take theirs").click()
+    first.locator("#edit-1-title").wait_for()
+    assert first.input_value("#edit-1-title") == "Theirs"
+    assert first.locator(".commands-conflict").count() == 0
     assert errors == []
     other_context.close()
 
@@ -380,6 +403,37 @@ def test_clear_completed_runs_on_a_worker(page: Page, demo: Demo, tmp_path: path
     finally:
         worker.stop()
     assert "succeeded" in (tmp_path / "worker.log").read_text()
+
+
+@pytest.mark.parametrize("width", [390, 1000])
+def test_conflict_keeps_the_text_with_javascript_off(browser: Browser, demo: Demo, width: int) -> None:
+    contexts = [
+        browser.new_context(java_script_enabled=False, viewport={"width": width, "height": 720}) for _ in "ab"
+    ]
+    first, second = (c.new_page() for c in contexts)
+    first.goto(demo.url + "/")
+    first.fill("#title", "Buy milk")
+    first.get_by_role("button", name="Add").click()
+    for page in (first, second):
+        page.bring_to_front()
+        page.goto(demo.url + "/")
+        page.get_by_role("link", name="Edit “Buy milk”").click()
+        page.wait_for_url("**/items/1/edit")
+        # The edit form has the focus (not the add box): focusing scrolls the item into view.
+        page.wait_for_function("document.activeElement.id === 'edit-1-title'")
+    first.fill("#edit-1-title", "Edited in tab A")
+    first.get_by_role("button", name="Save").click()
+    second.bring_to_front()
+    second.fill("#edit-1-title", "Edited in tab B")
+    second.get_by_role("button", name="Save").click()
+    notice = second.locator(".commands-conflict")
+    assert "Title is now “Edited in tab A”." in notice.inner_text()
+    assert second.input_value("#edit-1-title") == "Edited in tab B"
+    second.wait_for_function("document.activeElement.id === 'edit-1-title'")
+    second.get_by_role("button", name="Save").click()
+    item(second, "Edited in tab B").wait_for()
+    for context in contexts:
+        context.close()
 
 
 def test_board_works_with_javascript_off(browser: Browser, demo: Demo) -> None:
