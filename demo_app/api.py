@@ -55,6 +55,21 @@ _CORS = {
 }
 
 
+#: The JSON Schema of :func:`todo_json`, the success body the OpenAPI document declares.
+TODO_SCHEMA: dict[str, t.Any] = {
+    "type": "object",
+    "required": ["id", "title", "completed", "order", "url", "version"],
+    "properties": {
+        "id": {"type": "integer"},
+        "title": {"type": "string"},
+        "completed": {"type": "boolean"},
+        "order": {"type": ["integer", "null"]},
+        "url": {"type": "string", "format": "uri"},
+        "version": {"type": "integer"},
+    },
+}
+
+
 def todo_json(todo: Todo) -> dict[str, t.Any]:
     """A todo as Todo-Backend clients expect it, with its absolute ``url`` (and ``version``)."""
     return {
@@ -104,7 +119,7 @@ def list_todos() -> ResponseReturnValue:
 
 
 @api.post(_PREFIX)
-@command_view(AddTodo, add_todo, trusted=_anyone)
+@command_view(AddTodo, add_todo, trusted=_anyone, responses={201: TODO_SCHEMA})
 def create_todo(result: Changes, cmd: AddTodo) -> ResponseReturnValue:
     assert result.todo is not None
     body = todo_json(result.todo)
@@ -112,7 +127,7 @@ def create_todo(result: Changes, cmd: AddTodo) -> ResponseReturnValue:
 
 
 @api.delete(_PREFIX)
-@command_view(ClearTodos, clear_todos, trusted=_anyone)
+@command_view(ClearTodos, clear_todos, trusted=_anyone, responses={204: None})
 def delete_todos(result: Changes, cmd: ClearTodos) -> ResponseReturnValue:
     return "", 204
 
@@ -123,14 +138,14 @@ def get_todo(todo_id: int) -> ResponseReturnValue:
 
 
 @api.patch(f"{_PREFIX}/<int:todo_id>")
-@command_view(UpdateTodo, update_todo, trusted=_existing)
+@command_view(UpdateTodo, update_todo, trusted=_existing, responses={200: TODO_SCHEMA})
 def patch_todo(result: Changes, cmd: UpdateTodo, todo_id: int) -> ResponseReturnValue:
     assert result.todo is not None
     return jsonify(todo_json(result.todo))
 
 
 @api.delete(f"{_PREFIX}/<int:todo_id>")
-@command_view(DeleteTodo, delete_todo, trusted=_existing)
+@command_view(DeleteTodo, delete_todo, trusted=_existing, responses={204: None})
 def delete_todo_view(result: Changes, cmd: DeleteTodo, todo_id: int) -> ResponseReturnValue:
     return "", 204
 

@@ -346,6 +346,11 @@ def _render_args(token: str | None) -> dict[str, t.Any]:
 #: The one ``commands_macros`` object; ``init_app`` makes it a Jinja global.
 _macros = _Macros()
 
+#: The success responses each view declared (``command_view(responses=)``), for the OpenAPI document.
+_declared: weakref.WeakKeyDictionary[t.Callable[..., t.Any], dict[int, t.Mapping[str, t.Any] | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
 #: What each view function made by ``command_view`` serves, for the CSRF error handler.
 _views: weakref.WeakKeyDictionary[t.Callable[..., t.Any], _View[t.Any, t.Any]] = weakref.WeakKeyDictionary()
 
@@ -555,6 +560,7 @@ def command_view(
     template: str | None = None,
     block: str | None = None,
     trusted: t.Callable[..., t.Mapping[str, t.Any]] | None = None,
+    responses: t.Mapping[int, t.Mapping[str, t.Any] | None] | None = None,
 ) -> t.Callable[[t.Callable[t.Concatenate[R, C, ...], ResponseReturnValue]], t.Callable[..., flask.Response]]:
     """Make the decorated function the success response of a view that builds and handles ``command``.
 
@@ -568,7 +574,9 @@ def command_view(
     :param template: the template rendering ``form``; without one the view serves JSON only.
     :param block: the block of ``template`` that htmx requests get instead of the whole page.
     :param trusted: called with the URL parameters, returns the command's trusted values.
-    :raises TypeError: when ``command`` or ``handler`` is not what they should be.
+    :param responses: the success responses, for the OpenAPI document: ``{status: schema}``, the
+        JSON Schema of the ``application/json`` body, or ``None`` for no body (``{204: None}``).
+    :raises TypeError: when ``command``, ``handler`` or ``responses`` is not what they should be.
     """
     if not (isinstance(command, type) and issubclass(command, Command)):
         raise TypeError(f"command_view() takes a Command subclass, not {command!r}.")
@@ -584,6 +592,7 @@ def command_view(
         )
     if block is not None and template is None:
         raise TypeError(f"command_view() got block={block!r} without a template; pass template= too.")
+    declared = _check_responses(responses)
 
     def decorate(
         func: t.Callable[t.Concatenate[R, C, ...], ResponseReturnValue],
@@ -595,9 +604,33 @@ def command_view(
             return _dispatch(spec, view_args)
 
         _views[view] = spec
+        if declared:
+            _declared[view] = declared
         return view
 
     return decorate
+
+
+def _check_responses(
+    responses: t.Mapping[int, t.Mapping[str, t.Any] | None] | None,
+) -> dict[int, t.Mapping[str, t.Any] | None]:
+    """``command_view``'s ``responses``, checked: success statuses, each with a JSON Schema or ``None``."""
+    if responses is None:
+        return {}
+    if not isinstance(responses, t.Mapping):
+        raise TypeError(f"command_view(responses=) takes a dict {{status: schema}}, not {responses!r}.")
+    for status, schema in responses.items():
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 399:
+            raise TypeError(
+                f"command_view(responses=) got the status {status!r}; use a success status from 200 to 399"
+                " (errors are documented by Flask-Commands)."
+            )
+        if schema is not None and not isinstance(schema, t.Mapping):
+            raise TypeError(
+                f"command_view(responses=) got {schema!r} for {status}; give the JSON Schema of the body"
+                " as a dict, or None for a response without a body."
+            )
+    return dict(responses)
 
 
 def _dispatch(view: _View[C, R], view_args: dict[str, t.Any]) -> flask.Response:
