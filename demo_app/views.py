@@ -19,7 +19,6 @@ import wtforms
 from flask import Blueprint
 from flask import Response
 from flask import abort
-from flask import flash
 from flask import make_response
 from flask import redirect
 from flask import render_template
@@ -64,6 +63,8 @@ board.url_value_preprocessor(known_todo_id)
 TEMPLATE = "index.html"
 _UNDO = "undo"
 _VISITOR = "visitor"
+#: The id of the background job this browser started last, until its result has been shown.
+_LAST_JOB = "last_job"
 #: A pending job older than this is probably waiting for a worker that is not running.
 WORKER_HINT_AFTER = datetime.timedelta(seconds=5)
 
@@ -117,6 +118,15 @@ class Board:
         todo_id = session.get(_UNDO)
         todo = db.session.get(Todo, todo_id) if isinstance(todo_id, int) else None
         return todo if todo is not None and todo.deleted_at is not None else None
+
+    @functools.cached_property
+    def finished_job(self) -> Job | None:
+        """The job this browser started last, once a worker has run it; shown once, by the button."""
+        job_id = session.get(_LAST_JOB)
+        job = db.session.get(Job, job_id) if isinstance(job_id, str) else None
+        if job is None or job.status != "pending":
+            session.pop(_LAST_JOB, None)
+        return job if job is not None and job.status != "pending" else None
 
     @staticmethod
     def waiting_for_worker(job: Job) -> bool:
@@ -185,7 +195,8 @@ def add(result: Changes, cmd: AddTodo) -> ResponseReturnValue:
     session.pop(_UNDO, None)
     if htmx.details():
         # A fresh form in place of the posted one, and the board out of band.
-        response = make_response(render_blocks(TEMPLATE, ["add_form", "board"], oob=True), 201)
+        html = render_blocks(TEMPLATE, ["add_form", "board"], oob=True, just_added=True)
+        response = make_response(html, 201)
         response.vary.add(htmx.HX_REQUEST)
         return response
     return redirect(url_for("board.index"), 303)
@@ -234,6 +245,7 @@ def restore(result: Changes, cmd: RestoreTodo, todo_id: int) -> ResponseReturnVa
 @command_view(ClearCompleted, clear_completed_later, template=TEMPLATE, block="board", trusted=_trusted)
 def clear_completed(result: Job, cmd: ClearCompleted) -> ResponseReturnValue:
     session.pop(_UNDO, None)
+    session[_LAST_JOB] = result.id
     return _board_changed()
 
 
@@ -247,7 +259,7 @@ def job(job_id: str) -> ResponseReturnValue:
         return redirect(url_for("board.index"))
     if found.status == "pending":
         return render_template("job.html", job=found)
-    flash(found.detail, "info")
+    # The board, with the outcome next to the "Clear completed" button (Board.finished_job).
     return board_fragment()
 
 

@@ -359,6 +359,22 @@ def test_board_pending_job_without_javascript_refreshes_the_page(web: Browser, a
     assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in web.get("/").text
 
 
+def test_board_job_outcome_shows_by_the_button_once_without_javascript(
+    web: Browser, api: FlaskClient, demo: flask.Flask
+) -> None:
+    add(api, "Milk", completed=True)
+    add(api, "Eggs")
+    assert web.post("/items/clear-completed").status_code == 303
+    pending = web.get("/").text
+    footer = pending[pending.index('<footer class="board-footer">') :]
+    assert "Clearing completed todos in the background…" in footer  # beside the button
+    assert run_jobs(demo) == 1
+    done = web.get("/").text
+    footer = done[done.index('<footer class="board-footer">') :]
+    assert '<p class="job-result" id="job-result">Cleared 1 completed todo.</p>' in footer
+    assert "job-result" not in web.get("/").text  # shown once
+
+
 def test_board_job_status_of_unknown_job_is_404(web: Browser) -> None:
     assert web.get("/jobs/nope", htmx=True).status_code == 404
 
@@ -398,7 +414,7 @@ def test_activity_page_lists_changes_newest_first(web: Browser, api: FlaskClient
     web.post("/items/1/toggle", {"completed": "y", "version": "1"})
     page = web.get("/activity").text
     assert page.index('title="TodoCompleted"') < page.index('title="TodoAdded"')
-    assert "<td>api</td>" in page
+    assert '<td data-label="Who">api</td>' in page
 
 
 def test_activity_patch_of_title_and_completed_records_two_entries(

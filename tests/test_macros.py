@@ -137,9 +137,9 @@ def test_render_field_escapes_errors_and_values(render: t.Callable[..., str]) ->
 def test_render_field_live(render: t.Callable[..., str]) -> None:
     tag = input_tag(render("{{ render_field(form.title) }}", form=AddTodo.form()), "title")
     assert 'hx-post="/todos/new?x=1"' in tag
-    # ``changed``: arrow and Shift keys send nothing; the blur's ``change`` waits so that a click
+    # ``input``: arrow, Shift and Enter keys send nothing; the blur's ``change`` waits so that a click
     # on the submit button sends the submission alone (the validation is cancelled meanwhile).
-    assert 'hx-trigger="change delay:250ms, keyup changed delay:400ms"' in tag
+    assert 'hx-trigger="change delay:250ms, input delay:400ms"' in tag
     assert "event.preventDefault()" in tag  # no validation while the form is being submitted
     assert 'hx-target="closest .commands-field"' in tag
     assert 'hx-swap="outerHTML"' in tag

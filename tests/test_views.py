@@ -761,7 +761,7 @@ def test_validate_ignores_render_arguments_not_signed_by_the_app(
         assert response.status_code == 200
         tag, _ = _live_input(response.text)
         assert "onfocus" not in tag
-        assert 'hx-trigger="change delay:250ms, keyup changed delay:400ms"' in tag
+        assert 'hx-trigger="change delay:250ms, input delay:400ms"' in tag
 
 
 def test_json_post_runs_the_handler_once(app: flask.Flask) -> None:
