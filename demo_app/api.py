@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import typing as t
 
-import sqlalchemy as sa
 from flask import Blueprint
 from flask import Flask
 from flask import Response
@@ -34,7 +33,8 @@ from .handlers import clear_todos
 from .handlers import delete_todo
 from .handlers import update_todo
 from .models import Todo
-from .models import db
+from .models import live_todo
+from .models import live_todos
 
 if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -82,16 +82,9 @@ def todo_json(todo: Todo) -> dict[str, t.Any]:
     }
 
 
-def live_todos() -> list[Todo]:
-    """The todos not deleted, in board order: by ``order`` (unset last), then oldest first."""
-    query = sa.select(Todo).where(Todo.deleted_at.is_(None))
-    query = query.order_by(Todo.order.is_(None), Todo.order, Todo.id)
-    return list(db.session.scalars(query))
-
-
 def _live_todo(todo_id: int) -> Todo:
-    todo = db.session.get(Todo, todo_id)
-    if todo is None or todo.deleted_at is not None:
+    todo = live_todo(todo_id)
+    if todo is None:
         abort(404, f"There is no todo {todo_id}.")
     return todo
 

@@ -28,10 +28,11 @@ from flask import url_for
 from jinja2_fragments.flask import render_block
 from jinja2_fragments.flask import render_blocks
 
+from flask_commands import Command
 from flask_commands import command_view
 from flask_commands import htmx
+from flask_commands.handler import Handler
 
-from .api import live_todos
 from .commands import AddTodo
 from .commands import ClearCompleted
 from .commands import DeleteTodo
@@ -50,6 +51,8 @@ from .models import Activity
 from .models import Job
 from .models import Todo
 from .models import db
+from .models import live_todo
+from .models import live_todos
 from .models import utcnow
 
 if t.TYPE_CHECKING:
@@ -205,48 +208,65 @@ def add(result: Changes, cmd: AddTodo) -> ResponseReturnValue:
 @board.get("/items/<int:todo_id>/edit")
 def edit_form(todo_id: int) -> ResponseReturnValue:
     """The board with ``todo_id`` in edit mode (the htmx fragment, or the whole page)."""
-    todo = db.session.get(Todo, todo_id)
-    if todo is None or todo.deleted_at is not None:
+    if live_todo(todo_id) is None:
         abort(404)
     if htmx.details():
         return board_fragment(editing=todo_id)
     return render_template(TEMPLATE, editing=todo_id)
 
 
-@board.post("/items/<int:todo_id>/edit")
-@command_view(EditTodo, edit_todo, template=TEMPLATE, block="board", trusted=_trusted)
-def edit(result: Changes, cmd: EditTodo, todo_id: int) -> ResponseReturnValue:
-    session.pop(_UNDO, None)
-    return _board_changed(focus=f"edit-link-{todo_id}")
+def board_change(
+    rule: str, command: type[Command], handler: Handler[t.Any, t.Any]
+) -> t.Callable[[t.Callable[..., str | None]], t.Callable[..., Response]]:
+    """Register POST ``rule`` as a board change: ``command`` run by ``handler`` on the board's template.
+
+    Invalid input, a conflict or a rejection re-render the board (its ``board`` block for htmx). After
+    a success the decorated function does what is particular to the change and returns the id of
+    the element that takes the focus; the board (htmx) or a redirect to it follows.
+    """
+
+    def decorate(func: t.Callable[..., str | None]) -> t.Callable[..., Response]:
+        @functools.wraps(func)
+        def changed(result: t.Any, cmd: Command, **view_args: t.Any) -> ResponseReturnValue:
+            session.pop(_UNDO, None)
+            return _board_changed(focus=func(result, cmd, **view_args))
+
+        view = command_view(command, handler, template=TEMPLATE, block="board", trusted=_trusted)(changed)
+        board.add_url_rule(rule, func.__name__, view, methods=["POST"])
+        return view
+
+    return decorate
 
 
-@board.post("/items/<int:todo_id>/toggle")
-@command_view(SetCompleted, set_completed, template=TEMPLATE, block="board", trusted=_trusted)
-def toggle(result: Changes, cmd: SetCompleted, todo_id: int) -> ResponseReturnValue:
-    session.pop(_UNDO, None)
-    return _board_changed(focus=f"toggle-{todo_id}")
+@board_change("/items/<int:todo_id>/edit", EditTodo, edit_todo)
+def edit(result: Changes, cmd: EditTodo, todo_id: int) -> str:
+    """Save an inline edit; the focus goes back to the todo's Edit link."""
+    return f"edit-link-{todo_id}"
 
 
-@board.post("/items/<int:todo_id>/delete")
-@command_view(DeleteTodo, delete_todo, template=TEMPLATE, block="board", trusted=_trusted)
-def delete(result: Changes, cmd: DeleteTodo, todo_id: int) -> ResponseReturnValue:
+@board_change("/items/<int:todo_id>/toggle", SetCompleted, set_completed)
+def toggle(result: Changes, cmd: SetCompleted, todo_id: int) -> str:
+    """Mark a todo done or not done."""
+    return f"toggle-{todo_id}"
+
+
+@board_change("/items/<int:todo_id>/delete", DeleteTodo, delete_todo)
+def delete(result: Changes, cmd: DeleteTodo, todo_id: int) -> str:
+    """Delete a todo, and offer to undo it."""
     session[_UNDO] = todo_id
-    return _board_changed(focus="undo")
+    return "undo"
 
 
-@board.post("/items/<int:todo_id>/restore")
-@command_view(RestoreTodo, restore_todo, template=TEMPLATE, block="board", trusted=_trusted)
-def restore(result: Changes, cmd: RestoreTodo, todo_id: int) -> ResponseReturnValue:
-    session.pop(_UNDO, None)
-    return _board_changed(focus=f"toggle-{todo_id}")
+@board_change("/items/<int:todo_id>/restore", RestoreTodo, restore_todo)
+def restore(result: Changes, cmd: RestoreTodo, todo_id: int) -> str:
+    """Undo a delete."""
+    return f"toggle-{todo_id}"
 
 
-@board.post("/items/clear-completed")
-@command_view(ClearCompleted, clear_completed_later, template=TEMPLATE, block="board", trusted=_trusted)
-def clear_completed(result: Job, cmd: ClearCompleted) -> ResponseReturnValue:
-    session.pop(_UNDO, None)
+@board_change("/items/clear-completed", ClearCompleted, clear_completed_later)
+def clear_completed(result: Job, cmd: ClearCompleted) -> None:
+    """Clear the completed todos in the background; the outcome shows beside the button."""
     session[_LAST_JOB] = result.id
-    return _board_changed()
 
 
 @board.get("/jobs/<job_id>")
