@@ -141,8 +141,29 @@ class Board:
         return str(uuid.uuid4())
 
     @staticmethod
-    def add_form() -> wtforms.Form:
-        return AddTodo.form()
+    def add_form(form: wtforms.Form | None = None) -> wtforms.Form:
+        """The add form: ``form`` when it is an ``AddTodo`` form being re-rendered, else a fresh one."""
+        return form if isinstance(form, AddTodo.Form) else AddTodo.form()
+
+    @staticmethod
+    def editing(
+        form: wtforms.Form | None, editing: int | None = None, todo_id: int | None = None
+    ) -> tuple[int | None, wtforms.Form | None]:
+        """The todo in edit mode and its re-rendered form: ``(editing, None)`` for the edit page,
+        ``(todo_id, form)`` for an edit that failed (invalid, rejected, conflict), else nothing."""
+        if editing is not None:
+            return editing, None
+        failed = isinstance(form, EditTodo.Form) and (
+            form.errors or form.form_errors or getattr(form, "commands_conflict", None)
+        )
+        return (todo_id, form) if failed else (None, None)
+
+    @staticmethod
+    def button_errors(form: wtforms.Form | None) -> dict[str, list[str]]:
+        """The errors of a failed button form (toggle, delete, ...), shown above the list."""
+        if form is None or isinstance(form, (AddTodo.Form, EditTodo.Form)):
+            return {}
+        return dict(form.errors)
 
     @staticmethod
     def edit_form(todo: Todo, form: wtforms.Form | None = None) -> wtforms.Form:
@@ -198,8 +219,7 @@ def add(result: Changes, cmd: AddTodo) -> ResponseReturnValue:
     session.pop(_UNDO, None)
     if htmx.details():
         # A fresh form in place of the posted one, and the board out of band.
-        html = render_blocks(TEMPLATE, ["add_form", "board"], oob=True, just_added=True)
-        response = make_response(html, 201)
+        response = make_response(render_blocks(TEMPLATE, ["add_form", "board"], oob=True), 201)
         response.vary.add(htmx.HX_REQUEST)
         return response
     return redirect(url_for("board.index"), 303)

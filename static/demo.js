@@ -13,12 +13,19 @@ document.addEventListener("keydown", (event) => {
 
 // Enter on the empty add box right after a todo was added (Enter pressed twice) adds nothing
 // and shows no "Give the todo a title." error; once the user types, Enter submits as usual.
+let justAdded = false;
+
+document.addEventListener("htmx:after:request", (event) => {
+  const ctx = event.detail && event.detail.ctx;
+  // getAttribute: a form's .id is its input named "id" (the command's idempotency key).
+  if (event.target.getAttribute("id") === "add-form" && ctx && ctx.response) {
+    justAdded = ctx.response.status === 201;
+  }
+});
+
 document.addEventListener("keydown", (event) => {
   if (event.key !== "Enter" || !event.target.matches || !event.target.matches("#title")) return;
-  const form = event.target.form;
-  if (form && form.hasAttribute("data-just-added") && event.target.value.trim() === "") {
-    event.preventDefault();
-  }
+  if (justAdded && event.target.value.trim() === "") event.preventDefault();
 });
 
 // The length hint under the add box: how many characters are left as the limit nears, and a
@@ -42,7 +49,7 @@ function lengthHint(input, cut) {
 document.addEventListener("input", (event) => {
   const input = event.target;
   if (!input.matches || !input.matches("#title")) return;
-  if (input.form) input.form.removeAttribute("data-just-added");
+  justAdded = false;
   lengthHint(input, false);
 });
 

@@ -29,6 +29,7 @@ from flask_commands.idempotency.sql import SQLAlchemyStore
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
 STALE = "This todo was changed elsewhere."
+ADD_FORM = '<form method="post" action="/items" class="add-form" id="add-form"'
 
 
 @pytest.fixture
@@ -198,7 +199,7 @@ def test_board_add_redirects_to_the_board(web: Browser, demo: flask.Flask) -> No
 def test_board_add_htmx_returns_a_fresh_form_and_the_board_out_of_band(web: Browser) -> None:
     response = web.post("/items", {"title": "Milk"}, htmx=True)
     assert response.status_code == 201
-    assert response.text.lstrip().startswith('<form id="add-form"')
+    assert response.text.lstrip().startswith(ADD_FORM)
     assert 'value=""' in response.text  # the title input is empty again
     assert 'id="board" class="board" aria-labelledby="board-title" hx-swap-oob="true"' in response.text
     assert '<span class="title">Milk</span>' in response.text
@@ -216,7 +217,7 @@ def test_board_add_missing_title_rerenders_the_page(web: Browser, demo: flask.Fl
 def test_board_add_title_over_200_characters_is_invalid(web: Browser, demo: flask.Flask) -> None:
     response = web.post("/items", {"title": "x" * 201}, htmx=True)
     assert response.status_code == 422
-    assert response.text.lstrip().startswith('<form id="add-form"')
+    assert response.text.lstrip().startswith(ADD_FORM)
     assert "Keep the title to 200 characters or fewer." in response.text
     assert todos(demo) == []
 

@@ -13,6 +13,7 @@ import pytest
 import wtforms
 from flask_wtf.csrf import CSRFProtect
 from jinja2_fragments.flask import render_block
+from werkzeug.datastructures import MultiDict
 from wtforms import validators as v
 
 from flask_commands import Command
@@ -243,10 +244,24 @@ def test_render_form_hidden_id_errors_alert(render: t.Callable[..., str]) -> Non
     assert re.search(r'role="alert">\s*<p>Invalid UUID.</p>', html)
 
 
+def posted(data: dict[str, str]) -> wtforms.Form:
+    """An ``AddTodo`` form bound to a post, as a view re-renders it."""
+    return AddTodo.Form(formdata=MultiDict(data))
+
+
 def test_render_form_shows_conflict_flash(render: t.Callable[..., str]) -> None:
     flask.flash("A todo with that title exists.", "conflict")
-    html = render("{{ render_form(form) }}", form=AddTodo.form())
+    html = render("{{ render_form(form) }}", form=posted({"title": "Milk"}))
     assert re.search(r'role="alert">\s*<p>A todo with that title exists.</p>', html)
+
+
+def test_render_form_fresh_form_leaves_the_conflict_to_the_posted_one(render: t.Callable[..., str]) -> None:
+    flask.flash("A todo with that title exists.", "conflict")
+    html = render(
+        "{{ render_form(fresh) }}{{ render_form(form) }}", fresh=AddTodo.form(), form=posted({"title": "x"})
+    )
+    assert html.count("A todo with that title exists.") == 1
+    assert html.index("A todo with that title exists.") > html.index("</form>")
 
 
 def test_render_form_no_csrf_without_csrfprotect(render: t.Callable[..., str]) -> None:
@@ -342,7 +357,7 @@ def test_global_in_a_block_rendered_alone(app: flask.Flask) -> None:
     CSRFProtect(app)
     with app.test_request_context("/todos/new"):
         flask.flash("Taken.", "conflict")
-        html = render_block("page.html", "form", form=AddTodo.form())
+        html = render_block("page.html", "form", form=posted({"title": "Milk"}))
     assert "<h1>" not in html
     assert html.strip().startswith("<form")
     assert 'name="csrf_token"' in html
@@ -356,3 +371,27 @@ def test_global_unknown_macro(app: flask.Flask) -> None:
 
 def test_global_repr(app: flask.Flask) -> None:
     assert repr(app.jinja_env.globals["commands_macros"]) == "<commands_macros from 'commands/macros.html'>"
+
+
+def test_render_form_chosen_fields_attrs_and_caller(render: t.Callable[..., str]) -> None:
+    source = (
+        '{% call render_form(form, submit="Add", submit_class="button primary", fields=["title"],'
+        ' attrs={"title": {"placeholder": "Buy milk", "autofocus": true}}) %}'
+        '<p class="hint"></p>{% endcall %}'
+    )
+    html = render(source, form=AddTodo.form())
+    tag = input_tag(html, "title")
+    assert 'placeholder="Buy milk"' in tag
+    assert "autofocus" in tag
+    assert 'name="order"' not in html
+    assert 'name="note"' not in html
+    assert (
+        '<button type="submit" class="button primary">Add</button>\n  <p class="hint"></p>\n</form>' in html
+    )
+
+
+def test_render_form_shows_errors_of_fields_left_out(render: t.Callable[..., str]) -> None:
+    form = invalid_form({"title": "Milk", "order": "x"})
+    html = render('{{ render_form(form, fields=["title"]) }}', form=form)
+    alert = html[html.index('<div class="commands-errors" role="alert">') :]
+    assert "Not a valid integer value." in alert[: alert.index("</div>")]
