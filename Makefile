@@ -1,9 +1,12 @@
 # `make test` and `make demo` work on a fresh machine: they create .venv and install the project
-# with its dev extras first (again whenever setup.cfg changes).
+# first (again whenever setup.cfg changes): `make test` with the dev extras (test and lint tools),
+# `make demo` with the demo extra only.
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 PYTHON ?= python3
+PORT ?= 5000
 
 .PHONY: test lint demo worker bench clean
 
@@ -20,17 +23,25 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the demo into $(VENV) (Flask, Flask-WTF, Celery)..."
+	@$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[demo]'
+	@touch $(DEMO_STAMP)
+
 # The demo: a Celery worker in the background and Flask's development server, on the embedded
 # filesystem broker (folders in instance/) unless FLASK_CELERY__broker_url says otherwise. Ctrl-C stops
-# both: the shell's trap stops the worker once the server has exited.
-demo: $(STAMP)
+# both: the shell's trap stops the worker once the server has exited. PORT=5001 make demo when
+# port 5000 is taken.
+demo: $(DEMO_STAMP)
+	@echo "The board: http://127.0.0.1:$(PORT)/  (activity log /activity, JSON API /todos; Ctrl-C stops)"
 	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/celery -A demo_app.worker worker --pool=solo --loglevel=INFO & worker=$$!; \
-	$(BIN)/flask --app 'demo_app:create_app()' --debug run --port $${PORT:-5000}
+	$(BIN)/celery -A demo_app.worker worker --pool=solo --loglevel=WARNING & worker=$$!; \
+	$(BIN)/flask --app 'demo_app:create_app()' --debug run --port $(PORT)
 
 # Only the demo's worker, e.g. against Redis:
 #   FLASK_CELERY__broker_url=redis://127.0.0.1:6379/0 make worker
-worker: $(STAMP)
+worker: $(DEMO_STAMP)
 	$(BIN)/celery -A demo_app.worker worker --pool=solo --loglevel=INFO
 
 # The CPU benches: build against WTForms, pydantic and marshmallow, and the same endpoint in

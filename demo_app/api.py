@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import typing as t
 
-import sqlalchemy as sa
 from flask import Blueprint
 from flask import Flask
 from flask import Response
@@ -34,7 +33,8 @@ from .handlers import clear_todos
 from .handlers import delete_todo
 from .handlers import update_todo
 from .models import Todo
-from .models import db
+from .models import live_todo
+from .models import live_todos
 
 if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -55,6 +55,21 @@ _CORS = {
 }
 
 
+#: The JSON Schema of :func:`todo_json`, the success body the OpenAPI document declares.
+TODO_SCHEMA: dict[str, t.Any] = {
+    "type": "object",
+    "required": ["id", "title", "completed", "order", "url", "version"],
+    "properties": {
+        "id": {"type": "integer"},
+        "title": {"type": "string"},
+        "completed": {"type": "boolean"},
+        "order": {"type": ["integer", "null"]},
+        "url": {"type": "string", "format": "uri"},
+        "version": {"type": "integer"},
+    },
+}
+
+
 def todo_json(todo: Todo) -> dict[str, t.Any]:
     """A todo as Todo-Backend clients expect it, with its absolute ``url`` (and ``version``)."""
     return {
@@ -67,16 +82,9 @@ def todo_json(todo: Todo) -> dict[str, t.Any]:
     }
 
 
-def live_todos() -> list[Todo]:
-    """The todos not deleted, in board order: by ``order`` (unset last), then oldest first."""
-    query = sa.select(Todo).where(Todo.deleted_at.is_(None))
-    query = query.order_by(Todo.order.is_(None), Todo.order, Todo.id)
-    return list(db.session.scalars(query))
-
-
 def _live_todo(todo_id: int) -> Todo:
-    todo = db.session.get(Todo, todo_id)
-    if todo is None or todo.deleted_at is not None:
+    todo = live_todo(todo_id)
+    if todo is None:
         abort(404, f"There is no todo {todo_id}.")
     return todo
 
@@ -104,7 +112,7 @@ def list_todos() -> ResponseReturnValue:
 
 
 @api.post(_PREFIX)
-@command_view(AddTodo, add_todo, trusted=_anyone)
+@command_view(AddTodo, add_todo, trusted=_anyone, responses={201: TODO_SCHEMA})
 def create_todo(result: Changes, cmd: AddTodo) -> ResponseReturnValue:
     assert result.todo is not None
     body = todo_json(result.todo)
@@ -112,7 +120,7 @@ def create_todo(result: Changes, cmd: AddTodo) -> ResponseReturnValue:
 
 
 @api.delete(_PREFIX)
-@command_view(ClearTodos, clear_todos, trusted=_anyone)
+@command_view(ClearTodos, clear_todos, trusted=_anyone, responses={204: None})
 def delete_todos(result: Changes, cmd: ClearTodos) -> ResponseReturnValue:
     return "", 204
 
@@ -123,14 +131,14 @@ def get_todo(todo_id: int) -> ResponseReturnValue:
 
 
 @api.patch(f"{_PREFIX}/<int:todo_id>")
-@command_view(UpdateTodo, update_todo, trusted=_existing)
+@command_view(UpdateTodo, update_todo, trusted=_existing, responses={200: TODO_SCHEMA})
 def patch_todo(result: Changes, cmd: UpdateTodo, todo_id: int) -> ResponseReturnValue:
     assert result.todo is not None
     return jsonify(todo_json(result.todo))
 
 
 @api.delete(f"{_PREFIX}/<int:todo_id>")
-@command_view(DeleteTodo, delete_todo, trusted=_existing)
+@command_view(DeleteTodo, delete_todo, trusted=_existing, responses={204: None})
 def delete_todo_view(result: Changes, cmd: DeleteTodo, todo_id: int) -> ResponseReturnValue:
     return "", 204
 

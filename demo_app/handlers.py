@@ -79,7 +79,14 @@ def _live(todo_id: int) -> Todo:
 
 def _check_version(todo: Todo, version: int | None) -> None:
     if version is not None and version != todo.version:
-        raise Conflict(STALE, code="stale_version")
+        # The current state: the board's edit form shows it next to the user's own text.
+        current = {
+            "title": todo.title,
+            "completed": todo.completed,
+            "order": todo.order,
+            "version": todo.version,
+        }
+        raise Conflict(STALE, code="stale_version", current=current)
 
 
 def _flush() -> None:

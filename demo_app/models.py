@@ -66,6 +66,19 @@ class Todo(db.Model):  # type: ignore[name-defined,misc]
         return f"<Todo {self.id} {self.title!r} v{self.version}>"
 
 
+def live_todo(todo_id: int) -> Todo | None:
+    """The todo ``todo_id`` when it exists and is not deleted: the one "is this todo live" check."""
+    todo = db.session.get(Todo, todo_id)
+    return todo if todo is not None and todo.deleted_at is None else None
+
+
+def live_todos() -> list[Todo]:
+    """The todos not deleted, in board order: by ``order`` (unset last), then oldest first."""
+    query = sa.select(Todo).where(Todo.deleted_at.is_(None))
+    query = query.order_by(Todo.order.is_(None), Todo.order, Todo.id)
+    return list(db.session.scalars(query))
+
+
 class Activity(db.Model):  # type: ignore[name-defined,misc]
     """One meaningful change, recorded from the ``handle_finished`` signal."""
 

@@ -19,7 +19,6 @@ import wtforms
 from flask import Blueprint
 from flask import Response
 from flask import abort
-from flask import flash
 from flask import make_response
 from flask import redirect
 from flask import render_template
@@ -29,10 +28,11 @@ from flask import url_for
 from jinja2_fragments.flask import render_block
 from jinja2_fragments.flask import render_blocks
 
+from flask_commands import Command
 from flask_commands import command_view
 from flask_commands import htmx
+from flask_commands.handler import Handler
 
-from .api import live_todos
 from .commands import AddTodo
 from .commands import ClearCompleted
 from .commands import DeleteTodo
@@ -51,6 +51,8 @@ from .models import Activity
 from .models import Job
 from .models import Todo
 from .models import db
+from .models import live_todo
+from .models import live_todos
 from .models import utcnow
 
 if t.TYPE_CHECKING:
@@ -67,6 +69,8 @@ _VISITOR = "visitor"
 _VISITOR_ID = "visitor_id"
 # secrets.token_urlsafe(16): 22 characters.
 _VISITOR_ID_LENGTH = 22
+#: The id of the background job this browser started last, until its result has been shown.
+_LAST_JOB = "last_job"
 #: A pending job older than this is probably waiting for a worker that is not running.
 WORKER_HINT_AFTER = datetime.timedelta(seconds=5)
 
@@ -137,6 +141,15 @@ class Board:
         todo = db.session.get(Todo, todo_id) if isinstance(todo_id, int) else None
         return todo if todo is not None and todo.deleted_at is not None else None
 
+    @functools.cached_property
+    def finished_job(self) -> Job | None:
+        """The job this browser started last, once a worker has run it; shown once, by the button."""
+        job_id = session.get(_LAST_JOB)
+        job = db.session.get(Job, job_id) if isinstance(job_id, str) else None
+        if job is None or job.status != "pending":
+            session.pop(_LAST_JOB, None)
+        return job if job is not None and job.status != "pending" else None
+
     @staticmethod
     def waiting_for_worker(job: Job) -> bool:
         return utcnow() - job.created_at > WORKER_HINT_AFTER
@@ -147,8 +160,29 @@ class Board:
         return str(uuid.uuid4())
 
     @staticmethod
-    def add_form() -> wtforms.Form:
-        return AddTodo.form()
+    def add_form(form: wtforms.Form | None = None) -> wtforms.Form:
+        """The add form: ``form`` when it is an ``AddTodo`` form being re-rendered, else a fresh one."""
+        return form if isinstance(form, AddTodo.Form) else AddTodo.form()
+
+    @staticmethod
+    def editing(
+        form: wtforms.Form | None, editing: int | None = None, todo_id: int | None = None
+    ) -> tuple[int | None, wtforms.Form | None]:
+        """The todo in edit mode and its re-rendered form: ``(editing, None)`` for the edit page,
+        ``(todo_id, form)`` for an edit that failed (invalid, rejected, conflict), else nothing."""
+        if editing is not None:
+            return editing, None
+        failed = isinstance(form, EditTodo.Form) and (
+            form.errors or form.form_errors or getattr(form, "commands_conflict", None)
+        )
+        return (todo_id, form) if failed else (None, None)
+
+    @staticmethod
+    def button_errors(form: wtforms.Form | None) -> dict[str, list[str]]:
+        """The errors of a failed button form (toggle, delete, ...), shown above the list."""
+        if form is None or isinstance(form, (AddTodo.Form, EditTodo.Form)):
+            return {}
+        return dict(form.errors)
 
     @staticmethod
     def edit_form(todo: Todo, form: wtforms.Form | None = None) -> wtforms.Form:
@@ -213,47 +247,65 @@ def add(result: Changes, cmd: AddTodo) -> ResponseReturnValue:
 @board.get("/items/<int:todo_id>/edit")
 def edit_form(todo_id: int) -> ResponseReturnValue:
     """The board with ``todo_id`` in edit mode (the htmx fragment, or the whole page)."""
-    todo = db.session.get(Todo, todo_id)
-    if todo is None or todo.deleted_at is not None:
+    if live_todo(todo_id) is None:
         abort(404)
     if htmx.details():
         return board_fragment(editing=todo_id)
     return render_template(TEMPLATE, editing=todo_id)
 
 
-@board.post("/items/<int:todo_id>/edit")
-@command_view(EditTodo, edit_todo, template=TEMPLATE, block="board", trusted=_trusted)
-def edit(result: Changes, cmd: EditTodo, todo_id: int) -> ResponseReturnValue:
-    session.pop(_UNDO, None)
-    return _board_changed(focus=f"edit-link-{todo_id}")
+def board_change(
+    rule: str, command: type[Command], handler: Handler[t.Any, t.Any]
+) -> t.Callable[[t.Callable[..., str | None]], t.Callable[..., Response]]:
+    """Register POST ``rule`` as a board change: ``command`` run by ``handler`` on the board's template.
+
+    Invalid input, a conflict or a rejection re-render the board (its ``board`` block for htmx). After
+    a success the decorated function does what is particular to the change and returns the id of
+    the element that takes the focus; the board (htmx) or a redirect to it follows.
+    """
+
+    def decorate(func: t.Callable[..., str | None]) -> t.Callable[..., Response]:
+        @functools.wraps(func)
+        def changed(result: t.Any, cmd: Command, **view_args: t.Any) -> ResponseReturnValue:
+            session.pop(_UNDO, None)
+            return _board_changed(focus=func(result, cmd, **view_args))
+
+        view = command_view(command, handler, template=TEMPLATE, block="board", trusted=_trusted)(changed)
+        board.add_url_rule(rule, func.__name__, view, methods=["POST"])
+        return view
+
+    return decorate
 
 
-@board.post("/items/<int:todo_id>/toggle")
-@command_view(SetCompleted, set_completed, template=TEMPLATE, block="board", trusted=_trusted)
-def toggle(result: Changes, cmd: SetCompleted, todo_id: int) -> ResponseReturnValue:
-    session.pop(_UNDO, None)
-    return _board_changed(focus=f"toggle-{todo_id}")
+@board_change("/items/<int:todo_id>/edit", EditTodo, edit_todo)
+def edit(result: Changes, cmd: EditTodo, todo_id: int) -> str:
+    """Save an inline edit; the focus goes back to the todo's Edit link."""
+    return f"edit-link-{todo_id}"
 
 
-@board.post("/items/<int:todo_id>/delete")
-@command_view(DeleteTodo, delete_todo, template=TEMPLATE, block="board", trusted=_trusted)
-def delete(result: Changes, cmd: DeleteTodo, todo_id: int) -> ResponseReturnValue:
+@board_change("/items/<int:todo_id>/toggle", SetCompleted, set_completed)
+def toggle(result: Changes, cmd: SetCompleted, todo_id: int) -> str:
+    """Mark a todo done or not done."""
+    return f"toggle-{todo_id}"
+
+
+@board_change("/items/<int:todo_id>/delete", DeleteTodo, delete_todo)
+def delete(result: Changes, cmd: DeleteTodo, todo_id: int) -> str:
+    """Delete a todo, and offer to undo it."""
     session[_UNDO] = todo_id
-    return _board_changed(focus="undo")
+    return "undo"
 
 
-@board.post("/items/<int:todo_id>/restore")
-@command_view(RestoreTodo, restore_todo, template=TEMPLATE, block="board", trusted=_trusted)
-def restore(result: Changes, cmd: RestoreTodo, todo_id: int) -> ResponseReturnValue:
-    session.pop(_UNDO, None)
-    return _board_changed(focus=f"toggle-{todo_id}")
+@board_change("/items/<int:todo_id>/restore", RestoreTodo, restore_todo)
+def restore(result: Changes, cmd: RestoreTodo, todo_id: int) -> str:
+    """Undo a delete."""
+    return f"toggle-{todo_id}"
 
 
-@board.post("/items/clear-completed")
-@command_view(ClearCompleted, clear_completed_later, template=TEMPLATE, block="board", trusted=_trusted)
-def clear_completed(result: Job, cmd: ClearCompleted) -> ResponseReturnValue:
-    session.pop(_UNDO, None)
-    return _board_changed()
+@board_change("/items/clear-completed", ClearCompleted, clear_completed_later)
+def clear_completed(result: Job, cmd: ClearCompleted) -> None:
+    """Clear the completed todos in the background; the outcome shows beside the button."""
+    session[_LAST_JOB] = result.id
 
 
 @board.get("/jobs/<job_id>")
@@ -266,7 +318,7 @@ def job(job_id: str) -> ResponseReturnValue:
         return redirect(url_for("board.index"))
     if found.status == "pending":
         return render_template("job.html", job=found)
-    flash(found.detail, "info")
+    # The board, with the outcome next to the "Clear completed" button (Board.finished_job).
     return board_fragment()
 
 

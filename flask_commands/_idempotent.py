@@ -144,7 +144,10 @@ def request_fingerprint(data: t.Mapping[str, t.Any], view_args: t.Mapping[str, t
     csrf = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
     if hasattr(data, "getlist"):
         # A form post: every value of every field, in the order sent within one field.
-        body: t.Any = sorted((name, data.getlist(name)) for name in data if name != "id" and name != csrf)
+        # Sorted by name alone (names are unique; values need not be comparable). A multipart
+        # part without a usable name comes as None.
+        fields = [(name, data.getlist(name)) for name in data if name != "id" and name != csrf]
+        body: t.Any = sorted(fields, key=lambda item: (item[0] is not None, item[0] or ""))
     else:
         body = {name: value for name, value in data.items() if name != "id"}
     url = {str(name): str(value) for name, value in view_args.items()}

@@ -54,11 +54,20 @@ class Conflict(_Refusal):
 
     :param message: shown to the user (flashed over HTML, ``detail`` in problem+json).
     :param code: a stable snake_case code for programs, ``"conflict"`` by default.
+    :param current: the current state, ``{field_name: value}``: the re-rendered form keeps what
+        the user typed and shows what changed, its hidden fields (a ``version``) take these values
+        so that submitting again saves over it; JSON callers get it as the problem's ``current``.
     """
 
     default_code = "conflict"
     outcome = "conflict"
     status = 409
+
+    def __init__(
+        self, message: str, *, code: str | None = None, current: t.Mapping[str, t.Any] | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.current = dict(current) if current is not None else None
 
 
 class Rejected(_Refusal):

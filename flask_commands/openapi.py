@@ -3,10 +3,13 @@
 Each URL rule whose view was made by :func:`~flask_commands.command_view` becomes a path; each of
 its submission methods (POST, PUT, PATCH, DELETE) an operation whose request body is the
 command's :meth:`~flask_commands.Command.json_schema` (OpenAPI 3.1 speaks JSON Schema 2020-12, so
-it is used as it is). Only the JSON interface is described: a view's GET (its HTML form) and form
-posts are left out. The success response is the decorated function's, which nothing declares, so
-it is documented as any body; every error the view itself answers is documented as
-``application/problem+json`` with the shared ``Problem`` schema.
+it is used as it is). A view's GET (its HTML form) is left out. Each operation lists the bodies
+the view really takes: JSON for a view without a template; form posts (with the CSRF token) for a
+view with one behind Flask-WTF's ``CSRFProtect``, which refuses JSON without the token; both for a
+view with a template and no CSRF check. The success response is what the view declared with
+``command_view(..., responses={201: schema})``, else any body; every error the view itself
+answers is documented as ``application/problem+json`` with the shared ``Problem`` schema.
+Summaries are plain text: docstring markup (````code````, ``:func:`name```) is removed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .command import Command
 from .command import type_name
 from .problem import PROBLEM_JSON
 from .views import SUBMIT_METHODS
+from .views import _declared
 from .views import _View
 from .views import _views
 
@@ -155,7 +159,13 @@ def _document(app: Flask, *, title: str | None = None, version: str = "1.0.0") -
             if method in item:
                 continue  # an earlier rule for the same path and method wins, as in routing
             operation_id = _operation_id(rule.endpoint, method, len(methods) > 1, operation_ids)
-            item[method] = _operation(spec, operation_id, names[spec.command], parameters, rule.endpoint)
+            view = app.view_functions[rule.endpoint]
+            operation = _operation(spec, operation_id, names[spec.command], parameters, rule.endpoint)
+            operation["requestBody"] = _request_body(spec, names[spec.command], _csrf_field(app, view, rule))
+            declared = _declared.get(view)
+            if declared:
+                operation["responses"] = _declared_responses(spec, declared, operation["responses"])
+            item[method] = operation
     return {
         "openapi": _OPENAPI,
         "jsonSchemaDialect": _DIALECT,
@@ -178,6 +188,82 @@ def _document(app: Flask, *, title: str | None = None, version: str = "1.0.0") -
             },
         },
     }
+
+
+def _csrf_field(app: Flask, view: t.Callable[..., t.Any], rule: Rule) -> str | None:
+    """The CSRF token's field name when Flask-WTF's ``CSRFProtect`` checks ``view``'s posts, else ``None``."""
+    csrf = app.extensions.get("csrf")
+    config = app.config
+    if (
+        csrf is None
+        or not config.get("WTF_CSRF_ENABLED", True)
+        or not config.get("WTF_CSRF_CHECK_DEFAULT", True)
+    ):
+        return None
+    if f"{view.__module__}.{view.__name__}" in getattr(csrf, "_exempt_views", ()):
+        return None
+    blueprint = app.blueprints.get(rule.endpoint.rpartition(".")[0])
+    if blueprint is not None and blueprint in getattr(csrf, "_exempt_blueprints", ()):
+        return None
+    return str(config.get("WTF_CSRF_FIELD_NAME", "csrf_token"))
+
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _request_body(spec: _View[t.Any, t.Any], schema_name: str, csrf_field: str | None) -> dict[str, t.Any]:
+    """What the view really takes: JSON, form posts (with the CSRF token when checked), or both."""
+    ref = {"$ref": f"#/components/schemas/{schema_name}"}
+    if spec.template is None:
+        return {
+            "description": "The command's input; an empty body is an empty object.",
+            "required": False,
+            "content": {"application/json": {"schema": ref}},
+        }
+    if csrf_field is not None:
+        form_schema = {
+            "allOf": [ref],
+            "type": "object",
+            "properties": {
+                csrf_field: {
+                    "type": "string",
+                    "description": "Flask-WTF's CSRF token, from a form rendered in the same session.",
+                }
+            },
+            "required": [csrf_field],
+        }
+        return {
+            "description": "The command's input as a form post, with the CSRF token of a form the"
+            " application rendered in this session; JSON is refused (400, csrf_failed).",
+            "required": True,
+            "content": {media: {"schema": form_schema} for media in _FORM_TYPES},
+        }
+    return {
+        # A view with a template takes a request without a JSON content type as a form post.
+        "description": "The command's input, as application/json or a form post.",
+        "required": True,
+        "content": {"application/json": {"schema": ref}, **{media: {"schema": ref} for media in _FORM_TYPES}},
+    }
+
+
+def _declared_responses(
+    spec: _View[t.Any, t.Any],
+    declared: t.Mapping[int, t.Mapping[str, t.Any] | None],
+    responses: dict[str, t.Any],
+) -> dict[str, t.Any]:
+    """``responses`` with the declared success responses in place of the generic ``2XX``."""
+    responses = {status: value for status, value in responses.items() if status != "2XX"}
+    if any(300 <= status < 400 for status in declared):
+        responses.pop("3XX", None)
+    for status, schema in declared.items():
+        response: dict[str, t.Any] = {
+            "description": f"{spec.command.__name__} was handled.",
+            "headers": _REPLAYED,
+        }
+        if schema is not None:
+            response["content"] = {"application/json": {"schema": dict(schema)}}
+        responses[str(status)] = response
+    return dict(sorted(responses.items()))
 
 
 def _spec_of(view: t.Callable[..., t.Any] | None) -> _View[t.Any, t.Any] | None:
@@ -265,7 +351,17 @@ def _summary(spec: _View[t.Any, t.Any]) -> str | None:
         if doc.startswith(spec.command.__name__ + "("):
             return None  # the signature dataclasses writes when a class has no docstring
     first = doc.strip().split("\n\n")[0]
-    return " ".join(first.split()) or None
+    return _plain(" ".join(first.split())) or None
+
+
+_ROLE = re.compile(r":[\w:.-]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
+_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
+
+
+def _plain(text: str) -> str:
+    """Docstring markup as plain text: ``:func:`~a.name``` is ``name``, ````code```` is ``code``."""
+    text = _ROLE.sub(lambda m: m[1].rpartition(".")[2] if m[0].split("`")[1].startswith("~") else m[1], text)
+    return _LITERAL.sub(lambda m: m[1] or m[2], text)
 
 
 def _operation(
@@ -293,20 +389,24 @@ def _operation(
         # A view that also serves a form often redirects after success (post/redirect/get).
         success["3XX"] = {"description": "The view's own redirect after success.", "headers": _REPLAYED}
     responses: dict[str, t.Any] = {**success}
-    for name, status, _, _ in _PROBLEMS:
-        responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
+    for name, status, description, headers in _PROBLEMS:
+        if spec.template is None:
+            responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
+        else:
+            # A form post gets the form again (or the application's error page) as HTML.
+            responses[str(status)] = {
+                "description": description + " A form post gets the form again, or the error page, as HTML.",
+                **({"headers": headers} if headers else {}),
+                "content": {
+                    PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+            }
     if path_parameters:
         # Routing, or the view's trusted callable, refuses a URL that names nothing.
         responses["404"] = {"description": "The URL names nothing; the application's own response."}
     operation["parameters"] = [*path_parameters, {"$ref": "#/components/parameters/IdempotencyKey"}]
-    operation["requestBody"] = {
-        # A view with a template takes a request without a JSON content type as a form post.
-        "description": "The command's input, as application/json."
-        if spec.template is not None
-        else "The command's input; an empty body is an empty object.",
-        "required": spec.template is not None,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}},
-    }
+    operation["requestBody"] = {}  # set by the caller, which knows the app's CSRF protection
     operation["responses"] = dict(sorted(responses.items()))
     return operation
 

@@ -8,6 +8,7 @@ key, with :func:`_respond` turning its outcome into the response that is stored 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import typing as t
 import uuid
@@ -15,6 +16,9 @@ import weakref
 
 import flask
 import wtforms
+from itsdangerous import BadSignature
+from itsdangerous import URLSafeSerializer
+from jinja2 import TemplateNotFound
 from jinja2_fragments.flask import render_block
 
 from . import _idempotent
@@ -48,10 +52,16 @@ VALIDATE_HEADER = "X-Commands-Validate"
 # A form restored from history still holds a consumed id: never replay the old outcome for it.
 _ALREADY_SUBMITTED = "This form was already submitted with other values. Check it and submit again."
 
+#: The request header of live validation carrying ``render_field``'s signed render arguments.
+RENDER_HEADER = "X-Commands-Render"
+_RENDER_SALT = "flask-commands.render-field"
+
 #: The template holding the macros, served by the extension's blueprint.
 MACROS_TEMPLATE = "commands/macros.html"
 
 _G_FLASHES = "_commands_flashes_shown"
+# render_field's own parameters: never taken from the signed attributes.
+_OWN_ARGS = frozenset({"field", "live", "url", "trigger"})
 _PLAIN_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
@@ -138,6 +148,23 @@ class _Macros:
         return taken
 
     @staticmethod
+    def _sign_field(
+        field: wtforms.Field, url: str | None, trigger: str, attrs: t.Mapping[str, t.Any]
+    ) -> str | None:
+        """``render_field``'s arguments, signed with the app's secret key, for live validation to send back.
+
+        ``None`` without a secret key, or when an attribute is not a JSON value: the validation
+        response then renders the field with the macro's defaults.
+        """
+        serializer = _render_serializer()
+        if serializer is None:
+            return None
+        try:
+            return serializer.dumps({"id": field.id, "url": url, "trigger": trigger, "attrs": dict(attrs)})
+        except (TypeError, ValueError):
+            return None
+
+    @staticmethod
     def _htmx_url() -> str:
         """The versioned URL of the vendored htmx."""
         return flask.url_for("commands.static", filename=htmx.HTMX_FILENAME)
@@ -148,8 +175,33 @@ class _Macros:
         return htmx.htmx_integrity()
 
 
+def _render_serializer() -> URLSafeSerializer | None:
+    secret = flask.current_app.secret_key
+    return URLSafeSerializer(secret, salt=_RENDER_SALT) if secret else None
+
+
+def _render_args(token: str | None) -> dict[str, t.Any]:
+    """The render arguments signed by ``_sign_field``; empty when missing or not signed by this app.
+
+    Never trusted unsigned: attributes a client made up could inject markup or scripts.
+    """
+    serializer = _render_serializer()
+    if not token or serializer is None:
+        return {}
+    try:
+        args = serializer.loads(token)
+    except BadSignature:
+        return {}
+    return args if isinstance(args, dict) else {}
+
+
 #: The one ``commands_macros`` object; ``init_app`` makes it a Jinja global.
 _macros = _Macros()
+
+#: The success responses each view declared (``command_view(responses=)``), for the OpenAPI document.
+_declared: weakref.WeakKeyDictionary[t.Callable[..., t.Any], dict[int, t.Mapping[str, t.Any] | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 #: What each view function made by ``command_view`` serves, for the CSRF error handler.
 _views: weakref.WeakKeyDictionary[t.Callable[..., t.Any], _View[t.Any, t.Any]] = weakref.WeakKeyDictionary()
@@ -178,10 +230,15 @@ class _View(t.Generic[C, R]):
         """Render the template (or, for htmx, its block) with ``form``; retarget 4xx re-renders."""
         assert self.template is not None
         context = {**view_args, "form": form}
-        if self.block is not None and _wants_fragment():
-            html = render_block(self.template, self.block, **context)
-        else:
-            html = flask.render_template(self.template, **context)
+        try:
+            if self.block is not None and _wants_fragment():
+                html = render_block(self.template, self.block, **context)
+            else:
+                html = flask.render_template(self.template, **context)
+        except TemplateNotFound as e:
+            if e.name != self.template:
+                raise
+            raise _template_missing(self.template, self.func) from None
         response = flask.make_response(html, status)
         if self.block is not None:
             response.vary.add(htmx.HX_REQUEST)
@@ -190,6 +247,26 @@ class _View(t.Generic[C, R]):
             # the htmx version's defaults (htmx 2 swaps 4xx only with the documented config).
             htmx.retarget(htmx.reswap(response, "outerHTML"), _target_selector())
         return response
+
+
+def _template_missing(name: str, func: t.Callable[..., t.Any]) -> TemplateNotFound:
+    """``TemplateNotFound`` for a command view's template, saying where Flask looked and the fix."""
+    app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
+    places: list[str] = []
+    for owner, loader in app.jinja_env.loader._iter_loaders(name):
+        paths = getattr(loader, "searchpath", None)
+        what = "the app" if owner is app else f"blueprint {owner.name!r}"
+        if paths:
+            places.extend(f"{path} ({what})" for path in paths)
+        else:
+            places.append(f"{loader!r} ({what})")
+    looked = "; ".join(places) if places else "nowhere: the app has no template folder"
+    return TemplateNotFound(
+        name,
+        message=f"The command view {func.__qualname__!r} renders the template {name!r}, which Flask"
+        f" cannot find. It looked in: {looked}. Create {name!r} in one of these folders, or pass"
+        " command_view(..., template=) the name of an existing template.",
+    )
 
 
 class _Responder(t.Generic[C, R]):
@@ -217,9 +294,9 @@ class _Responder(t.Generic[C, R]):
     def conflict(self, error: Conflict) -> flask.Response:
         """409: the message flashed (category ``"conflict"``) on the re-rendered form, or problem+json."""
         if self.json:
-            return problem(409, detail=error.message, code=error.code)
+            return _with_current(problem(409, detail=error.message, code=error.code), error.current)
         flask.flash(error.message, "conflict")
-        return self.view.render(self.bound_form(), 409, self.view_args)
+        return self.view.render(_conflict_form(self.bound_form(), error), 409, self.view_args)
 
     def rejected(self, error: Rejected) -> flask.Response:
         """422: the message as a form-level error on the re-rendered form, or problem+json."""
@@ -242,6 +319,36 @@ class _Responder(t.Generic[C, R]):
             form = self.view.command.Form(formdata=normalise_json(data, self.view.command._fields)[0])
         form.id.data = str(new_id())
         return form
+
+
+def _conflict_form(form: wtforms.Form, error: Conflict) -> wtforms.Form:
+    """``form`` with ``commands_conflict`` set for the macros, its hidden fields at the current values.
+
+    Only for a conflict carrying the current state; the form is left as it is otherwise.
+
+    The visible fields keep what the user typed; a hidden one (a ``version``) takes the current
+    value, so that submitting the form again saves the user's text over the change.
+    """
+    if error.current is None:
+        return form
+    form.commands_conflict = error
+    for name, value in (error.current or {}).items():
+        if name in form and name != "id" and form[name].flags.hidden:
+            form[name].data, form[name].raw_data = value, None  # rendered from data, not the input
+    return form
+
+
+def _with_current(response: flask.Response, current: t.Mapping[str, t.Any] | None) -> flask.Response:
+    """The problem response with the conflict's ``current`` state as a member, when it has one."""
+    if current is None:
+        return response
+    body = response.get_json()
+    try:
+        body["current"] = json.loads(json.dumps(current, default=str))
+    except (TypeError, ValueError):
+        return response
+    response.set_data(json.dumps(body))
+    return response
 
 
 def _respond(ran: _idempotent.Ran[C, R], responder: _Responder[C, R]) -> flask.Response:
@@ -284,7 +391,15 @@ def _validate_field(view: _View[t.Any, t.Any], data: Body, name: str, json_calle
         field.errors = list(type_errors[name])
     if json_caller:
         return flask.jsonify({"errors": {name: list(field.errors)}})
-    response = flask.make_response(str(_macros.render_field(field)), 200)
+    args = _render_args(flask.request.headers.get(RENDER_HEADER))
+    if isinstance(args.get("id"), str):
+        field.id = field.label.field_id = args["id"]
+    attrs = args.get("attrs")
+    if not isinstance(attrs, dict):
+        attrs = {}
+    options = {key: args[key] for key in ("url", "trigger") if isinstance(args.get(key), str)}
+    html = _macros.render_field(field, **options, **{k: v for k, v in attrs.items() if k not in _OWN_ARGS})
+    response = flask.make_response(str(html), 200)
     # The user may go on typing while this request is in flight: a morph (htmx 4 only) keeps the
     # focused input's value and caret, where outerHTML would drop what was typed meanwhile.
     return htmx.reswap(response, "outerMorph" if htmx.details().request_type else "outerHTML")
@@ -297,6 +412,7 @@ def command_view(
     template: str | None = None,
     block: str | None = None,
     trusted: t.Callable[..., t.Mapping[str, t.Any]] | None = None,
+    responses: t.Mapping[int, t.Mapping[str, t.Any] | None] | None = None,
 ) -> t.Callable[[t.Callable[t.Concatenate[R, C, ...], ResponseReturnValue]], t.Callable[..., flask.Response]]:
     """Make the decorated function the success response of a view that builds and handles ``command``.
 
@@ -310,7 +426,9 @@ def command_view(
     :param template: the template rendering ``form``; without one the view serves JSON only.
     :param block: the block of ``template`` that htmx requests get instead of the whole page.
     :param trusted: called with the URL parameters, returns the command's trusted values.
-    :raises TypeError: when ``command`` or ``handler`` is not what they should be.
+    :param responses: the success responses, for the OpenAPI document: ``{status: schema}``, the
+        JSON Schema of the ``application/json`` body, or ``None`` for no body (``{204: None}``).
+    :raises TypeError: when ``command``, ``handler`` or ``responses`` is not what they should be.
     """
     if not (isinstance(command, type) and issubclass(command, Command)):
         raise TypeError(f"command_view() takes a Command subclass, not {command!r}.")
@@ -326,6 +444,7 @@ def command_view(
         )
     if block is not None and template is None:
         raise TypeError(f"command_view() got block={block!r} without a template; pass template= too.")
+    declared = _check_responses(responses)
 
     def decorate(
         func: t.Callable[t.Concatenate[R, C, ...], ResponseReturnValue],
@@ -337,9 +456,33 @@ def command_view(
             return _dispatch(spec, view_args)
 
         _views[view] = spec
+        if declared:
+            _declared[view] = declared
         return view
 
     return decorate
+
+
+def _check_responses(
+    responses: t.Mapping[int, t.Mapping[str, t.Any] | None] | None,
+) -> dict[int, t.Mapping[str, t.Any] | None]:
+    """``command_view``'s ``responses``, checked: success statuses, each with a JSON Schema or ``None``."""
+    if responses is None:
+        return {}
+    if not isinstance(responses, t.Mapping):
+        raise TypeError(f"command_view(responses=) takes a dict {{status: schema}}, not {responses!r}.")
+    for status, schema in responses.items():
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 399:
+            raise TypeError(
+                f"command_view(responses=) got the status {status!r}; use a success status from 200 to 399"
+                " (errors are documented by Flask-Commands)."
+            )
+        if schema is not None and not isinstance(schema, t.Mapping):
+            raise TypeError(
+                f"command_view(responses=) got {schema!r} for {status}; give the JSON Schema of the body"
+                " as a dict, or None for a response without a body."
+            )
+    return dict(responses)
 
 
 def _dispatch(view: _View[C, R], view_args: dict[str, t.Any]) -> flask.Response:

@@ -29,6 +29,7 @@ from flask_commands.idempotency.sql import SQLAlchemyStore
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
 STALE = "This todo was changed elsewhere."
+ADD_FORM = '<form method="post" action="/items" class="add-form" id="add-form"'
 
 
 @pytest.fixture
@@ -198,7 +199,7 @@ def test_board_add_redirects_to_the_board(web: Browser, demo: flask.Flask) -> No
 def test_board_add_htmx_returns_a_fresh_form_and_the_board_out_of_band(web: Browser) -> None:
     response = web.post("/items", {"title": "Milk"}, htmx=True)
     assert response.status_code == 201
-    assert response.text.lstrip().startswith('<form id="add-form"')
+    assert response.text.lstrip().startswith(ADD_FORM)
     assert 'value=""' in response.text  # the title input is empty again
     assert 'id="board" class="board" aria-labelledby="board-title" hx-swap-oob="true"' in response.text
     assert '<span class="title">Milk</span>' in response.text
@@ -216,7 +217,7 @@ def test_board_add_missing_title_rerenders_the_page(web: Browser, demo: flask.Fl
 def test_board_add_title_over_200_characters_is_invalid(web: Browser, demo: flask.Flask) -> None:
     response = web.post("/items", {"title": "x" * 201}, htmx=True)
     assert response.status_code == 422
-    assert response.text.lstrip().startswith('<form id="add-form"')
+    assert response.text.lstrip().startswith(ADD_FORM)
     assert "Keep the title to 200 characters or fewer." in response.text
     assert todos(demo) == []
 
@@ -264,16 +265,20 @@ def test_board_edit_blank_title_stays_in_edit_mode(web: Browser, api: FlaskClien
     assert "Give the todo a title." in response.text
 
 
-def test_board_edit_stale_version_flashes_the_conflict_with_current_values(
-    web: Browser, api: FlaskClient, demo: flask.Flask
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "no-js"])
+def test_board_edit_stale_version_keeps_the_text_and_shows_the_current_title(
+    web: Browser, api: FlaskClient, demo: flask.Flask, htmx: bool
 ) -> None:
     add(api, "Milk")
     api.patch("/todos/1", json={"title": "Oat milk"})
-    response = web.post("/items/1/edit", {"title": "Soy milk", "version": "1"}, htmx=True)
+    response = web.post("/items/1/edit", {"title": "Soy milk", "version": "1"}, htmx=htmx)
     assert response.status_code == 409
-    assert STALE in response.text
-    assert '<span class="title">Oat milk</span>' in response.text
-    assert "edit-1-title" not in response.text
+    html = response.text
+    assert STALE in html
+    assert 'Title is now “<span class="commands-conflict-current">Oat milk</span>”.' in html
+    assert re.search(r'<input[^>]* autofocus id="edit-1-title"[^>]* value="Soy milk">', html), html
+    assert '<input type="hidden" name="version" value="2">' in html  # saving again saves over it
+    assert '<a href="/items/1/edit" class="commands-conflict-theirs">take theirs</a>' in html
     assert todos(demo)[0].title == "Oat milk"
 
 
@@ -355,6 +360,22 @@ def test_board_pending_job_without_javascript_refreshes_the_page(web: Browser, a
     assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in web.get("/").text
 
 
+def test_board_job_outcome_shows_by_the_button_once_without_javascript(
+    web: Browser, api: FlaskClient, demo: flask.Flask
+) -> None:
+    add(api, "Milk", completed=True)
+    add(api, "Eggs")
+    assert web.post("/items/clear-completed").status_code == 303
+    pending = web.get("/").text
+    footer = pending[pending.index('<footer class="board-footer">') :]
+    assert "Clearing completed todos in the background…" in footer  # beside the button
+    assert run_jobs(demo) == 1
+    done = web.get("/").text
+    footer = done[done.index('<footer class="board-footer">') :]
+    assert '<p class="job-result" id="job-result">Cleared 1 completed todo.</p>' in footer
+    assert "job-result" not in web.get("/").text  # shown once
+
+
 def test_board_job_status_of_unknown_job_is_404(web: Browser) -> None:
     assert web.get("/jobs/nope", htmx=True).status_code == 404
 
@@ -394,7 +415,7 @@ def test_activity_page_lists_changes_newest_first(web: Browser, api: FlaskClient
     web.post("/items/1/toggle", {"completed": "y", "version": "1"})
     page = web.get("/activity").text
     assert page.index('title="TodoCompleted"') < page.index('title="TodoAdded"')
-    assert "<td>api</td>" in page
+    assert '<td data-label="Who">api</td>' in page
 
 
 def test_activity_patch_of_title_and_completed_records_two_entries(
@@ -546,6 +567,7 @@ def test_api_patch_stale_version_is_409(api: FlaskClient) -> None:
         "status": 409,
         "detail": STALE,
         "code": "stale_version",
+        "current": {"title": "Oat milk", "completed": False, "order": None, "version": 2},
     }
 
 

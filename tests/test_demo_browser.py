@@ -205,6 +205,45 @@ def test_live_validation_keeps_what_is_typed_meanwhile(page: Page, demo: Demo) -
     assert page.evaluate("[document.activeElement.id, document.activeElement.selectionStart]") == ["title", 4]
 
 
+def test_live_validation_keeps_how_the_field_was_rendered(page: Page, demo: Demo) -> None:
+    before = page.evaluate("document.querySelector('#title').outerHTML")
+    page.type("#title", "a")
+    page.keyboard.press("Backspace")
+    page.locator("#title-errors").wait_for()
+    title = page.locator("#title")
+    assert title.get_attribute("placeholder") == "Buy milk"
+    assert title.get_attribute("hx-trigger") == "change delay:250ms, input delay:400ms"
+    assert title.get_attribute("aria-invalid") == "true"
+    # Arrow and Shift keys change nothing: no request.
+    count = sum(1 for method, _ in demo.served.requests if method == "POST")
+    for key in ("ArrowLeft", "ArrowRight", "Shift", "Home"):
+        page.keyboard.press(key)
+    page.wait_for_timeout(700)
+    assert sum(1 for method, _ in demo.served.requests if method == "POST") == count
+    page.keyboard.type("Bread")
+    page.locator("#title-errors").wait_for(state="detached")
+    after = page.evaluate("document.querySelector('#title').outerHTML")
+    strip = r"""(html) => html.replace(/ (value|hx-headers|data-htmx-powered|aria-[a-z]+)="[^"]*"/g, "")"""
+
+    def bare(html: str) -> str:
+        return str(page.evaluate(f"({strip})({json.dumps(html)})"))
+
+    assert bare(after) == bare(before)
+
+
+@pytest.mark.parametrize("how", ["click", "enter"])
+def test_one_post_per_add(page: Page, demo: Demo, how: str) -> None:
+    page.fill("#title", "Only one request")
+    demo.served.requests.clear()
+    if how == "click":
+        page.get_by_role("button", name="Add").click()
+    else:
+        page.press("#title", "Enter")
+    item(page, "Only one request").wait_for()
+    page.wait_for_timeout(700)  # room for a delayed validation, had one been sent
+    assert [r for r in demo.served.requests if r[0] == "POST"] == [("POST", "/items")]
+
+
 def test_inline_edit(page: Page) -> None:
     add_todo(page, "Buy milk")
     item(page, "Buy milk").get_by_role("link", name="Edit").click()
@@ -285,14 +324,134 @@ def test_two_pages_editing_one_todo_the_second_sees_the_conflict(context: Browse
 
     second.fill("#edit-1-title", "Buy soy milk")
     second.get_by_role("button", name="Save").click()
-    flash = second.locator(".commands-flash-conflict")
-    flash.wait_for()
-    assert flash.inner_text() == "This todo was changed elsewhere."
+    notice = second.locator(".commands-conflict")
+    notice.wait_for()
+    assert notice.get_attribute("role") == "alert"
+    assert "This todo was changed elsewhere." in notice.inner_text()
+    assert "Title is now “Buy oat milk”." in notice.inner_text()
     assert second.inner_text("#announcer") == "This todo was changed elsewhere."
-    assert second.locator(".todo .title").inner_text() == "Buy oat milk"
+    assert second.locator(".commands-flash-conflict").count() == 0  # said once, in the form
+    # The form stays open with this tab's text, and the focus in it.
+    assert second.input_value("#edit-1-title") == "Buy soy milk"
+    assert focused(second) == "edit-1-title"
+    # Saving again puts it in place of the other tab's title.
+    second.get_by_role("button", name="Save").click()
+    item(second, "Buy soy milk").wait_for()
     assert second.locator(".edit-form").count() == 0
+    first.reload()
+    assert first.locator(".todo .title").inner_text() == "Buy soy milk"
+    # Take theirs: the form shows the current title.
+    first.get_by_role("link", name="Edit").click()
+    first.fill("#edit-1-title", "Mine again")
+    second.get_by_role("link", name="Edit").click()
+    second.fill("#edit-1-title", "Theirs")
+    second.get_by_role("button", name="Save").click()
+    item(second, "Theirs").wait_for()
+    first.get_by_role("button", name="Save").click()
+    first.locator(".commands-conflict").wait_for()
+    first.get_by_role("link", name="take theirs").click()
+    first.locator("#edit-1-title").wait_for()
+    assert first.input_value("#edit-1-title") == "Theirs"
+    assert first.locator(".commands-conflict").count() == 0
     assert errors == []
     other_context.close()
+
+
+@pytest.fixture
+def phone(browser: Browser, demo: Demo) -> Iterator[Page]:
+    """The board on a 390 px wide touch screen."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    context.set_default_timeout(TIMEOUT)
+    errors: list[str] = []
+    page = open_board(context, demo, errors)
+    yield page
+    assert errors == []
+    context.close()
+
+
+def fits(page: Page) -> bool:
+    """Whether the page is no wider than the screen (nothing to scroll sideways)."""
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+def test_phone_board_and_activity_fit_and_targets_are_44px(phone: Page, demo: Demo) -> None:
+    add_todo(phone, "Buy milk")
+    assert fits(phone)
+    for selector in ("#toggle-1", "#edit-link-1", "#delete-1", "#add-form [type=submit]"):
+        box = phone.locator(selector).bounding_box()
+        assert box is not None
+        assert box["width"] >= 44, selector
+        assert box["height"] >= 44, selector
+    # The header's links stay on one line each.
+    for link in phone.locator(".site-header nav a").all():
+        box = link.bounding_box()
+        assert box is not None
+        assert box["height"] < 30, link.inner_text()
+    phone.get_by_role("link", name="Activity").click()
+    phone.locator(".activity").wait_for()
+    assert fits(phone)
+    assert phone.locator(".activity td", has_text="Buy milk").is_visible()
+    box = phone.locator(".activity td", has_text="Buy milk").bounding_box()
+    assert box is not None
+    assert box["x"] + box["width"] <= 390
+
+
+def test_enter_twice_after_an_add_adds_one_and_shows_no_error(page: Page, demo: Demo) -> None:
+    page.fill("#title", "Buy milk")
+    page.press("#title", "Enter")
+    item(page, "Buy milk").wait_for()
+    demo.served.requests.clear()
+    page.press("#title", "Enter")
+    page.wait_for_timeout(600)
+    assert page.locator("#title-errors").count() == 0
+    assert [r for r in demo.served.requests if r[0] == "POST"] == []
+    # Once something is typed, an empty Enter is a real submission again, with its error.
+    page.type("#title", "x")
+    page.press("#title", "Backspace")
+    page.press("#title", "Enter")
+    page.locator("#title-errors").wait_for()
+
+
+def test_long_paste_is_cut_with_a_word_and_the_counter_shows_near_the_limit(page: Page) -> None:
+    hint = page.locator("#add-form .length-hint")
+    assert hint.is_hidden()
+    page.fill("#title", "x" * 185)
+    page.type("#title", "y")
+    assert hint.inner_text() == "14 characters left."
+    page.fill("#title", "")
+    page.evaluate("""() => {
+        const input = document.querySelector("#title");
+        input.focus();
+        const data = new DataTransfer();
+        data.setData("text/plain", "z".repeat(250));
+        input.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true}));
+        input.value = "z".repeat(200);  // what the browser inserts, maxlength applied
+    }""")
+    page.wait_for_function("document.querySelector('#add-form .length-hint').textContent !== ''")
+    assert hint.inner_text() == "The pasted text was cut to 200 characters, the limit."
+
+
+@pytest.mark.parametrize("width", [390, 1000])
+def test_order_error_takes_one_line(browser: Browser, demo: Demo, width: int) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    context.set_default_timeout(TIMEOUT)
+    page = open_board(context, demo, [])
+    add_todo(page, "Buy milk")
+    item(page, "Buy milk").get_by_role("link", name="Edit").click()
+    page.fill("#edit-1-order", "99999999999")
+    page.get_by_role("button", name="Save").click()
+    error = page.locator("#edit-1-order-errors")
+    error.wait_for()
+    line_height = float(
+        page.evaluate(
+            "parseFloat(getComputedStyle(document.querySelector('#edit-1-order-errors')).lineHeight)"
+        )
+    )
+    box = error.bounding_box()
+    assert box is not None
+    assert box["height"] <= 2 * line_height + 1, error.inner_text()
+    assert fits(page)
+    context.close()
 
 
 class Worker:
@@ -333,14 +492,48 @@ def test_clear_completed_runs_on_a_worker(page: Page, demo: Demo, tmp_path: path
         status = page.locator(".job")
         status.wait_for()
         assert "Clearing completed todos in the background…" in status.inner_text()
-        done = page.locator(".commands-flash-info")
+        # Progress and outcome beside the button that started it, not at the top of the board.
+        assert page.locator(".board-footer .job").count() == 1
+        done = page.locator(".board-footer .job-result")
         done.wait_for(timeout=WORKER_TIMEOUT)
         assert done.inner_text() == "Cleared 1 completed todo."
+        assert page.inner_text("#announcer") == "Cleared 1 completed todo."
         assert page.locator(".job").count() == 0
         assert page.locator(".todo .title").all_inner_texts() == ["Walk the dog"]
     finally:
         worker.stop()
     assert "succeeded" in (tmp_path / "worker.log").read_text()
+
+
+@pytest.mark.parametrize("width", [390, 1000])
+def test_conflict_keeps_the_text_with_javascript_off(browser: Browser, demo: Demo, width: int) -> None:
+    contexts = [
+        browser.new_context(java_script_enabled=False, viewport={"width": width, "height": 720}) for _ in "ab"
+    ]
+    first, second = (c.new_page() for c in contexts)
+    first.goto(demo.url + "/")
+    first.fill("#title", "Buy milk")
+    first.get_by_role("button", name="Add").click()
+    for page in (first, second):
+        page.bring_to_front()
+        page.goto(demo.url + "/")
+        page.get_by_role("link", name="Edit “Buy milk”").click()
+        page.wait_for_url("**/items/1/edit")
+        # The edit form has the focus (not the add box): focusing scrolls the item into view.
+        page.wait_for_function("document.activeElement.id === 'edit-1-title'")
+    first.fill("#edit-1-title", "Edited in tab A")
+    first.get_by_role("button", name="Save").click()
+    second.bring_to_front()
+    second.fill("#edit-1-title", "Edited in tab B")
+    second.get_by_role("button", name="Save").click()
+    notice = second.locator(".commands-conflict")
+    assert "Title is now “Edited in tab A”." in notice.inner_text()
+    assert second.input_value("#edit-1-title") == "Edited in tab B"
+    second.wait_for_function("document.activeElement.id === 'edit-1-title'")
+    second.get_by_role("button", name="Save").click()
+    item(second, "Edited in tab B").wait_for()
+    for context in contexts:
+        context.close()
 
 
 def test_board_works_with_javascript_off(browser: Browser, demo: Demo) -> None:

@@ -13,6 +13,7 @@ import pytest
 import wtforms
 from flask_wtf.csrf import CSRFProtect
 from jinja2_fragments.flask import render_block
+from werkzeug.datastructures import MultiDict
 from wtforms import validators as v
 
 from flask_commands import Command
@@ -137,12 +138,17 @@ def test_render_field_escapes_errors_and_values(render: t.Callable[..., str]) ->
 def test_render_field_live(render: t.Callable[..., str]) -> None:
     tag = input_tag(render("{{ render_field(form.title) }}", form=AddTodo.form()), "title")
     assert 'hx-post="/todos/new?x=1"' in tag
-    assert 'hx-trigger="change, keyup delay:400ms"' in tag
+    # ``input``: arrow, Shift and Enter keys send nothing; the blur's ``change`` waits so that a click
+    # on the submit button sends the submission alone (the validation is cancelled meanwhile).
+    assert 'hx-trigger="change delay:250ms, input delay:400ms"' in tag
+    assert "event.preventDefault()" in tag  # no validation while the form is being submitted
     assert 'hx-target="closest .commands-field"' in tag
     assert 'hx-swap="outerHTML"' in tag
     headers = re.search(r'hx-headers="([^"]+)"', tag)
     assert headers is not None
-    assert json.loads(unescape(headers.group(1))) == {"X-Commands-Validate": "title"}
+    decoded = json.loads(unescape(headers.group(1)))
+    assert decoded.pop("X-Commands-Render")  # the signed render arguments, see test_views
+    assert decoded == {"X-Commands-Validate": "title"}
 
 
 def test_render_field_live_off(render: t.Callable[..., str]) -> None:
@@ -238,10 +244,24 @@ def test_render_form_hidden_id_errors_alert(render: t.Callable[..., str]) -> Non
     assert re.search(r'role="alert">\s*<p>Invalid UUID.</p>', html)
 
 
+def posted(data: dict[str, str]) -> wtforms.Form:
+    """An ``AddTodo`` form bound to a post, as a view re-renders it."""
+    return AddTodo.Form(formdata=MultiDict(data))
+
+
 def test_render_form_shows_conflict_flash(render: t.Callable[..., str]) -> None:
     flask.flash("A todo with that title exists.", "conflict")
-    html = render("{{ render_form(form) }}", form=AddTodo.form())
+    html = render("{{ render_form(form) }}", form=posted({"title": "Milk"}))
     assert re.search(r'role="alert">\s*<p>A todo with that title exists.</p>', html)
+
+
+def test_render_form_fresh_form_leaves_the_conflict_to_the_posted_one(render: t.Callable[..., str]) -> None:
+    flask.flash("A todo with that title exists.", "conflict")
+    html = render(
+        "{{ render_form(fresh) }}{{ render_form(form) }}", fresh=AddTodo.form(), form=posted({"title": "x"})
+    )
+    assert html.count("A todo with that title exists.") == 1
+    assert html.index("A todo with that title exists.") > html.index("</form>")
 
 
 def test_render_form_no_csrf_without_csrfprotect(render: t.Callable[..., str]) -> None:
@@ -262,6 +282,7 @@ def test_render_form_csrf_token(app: flask.Flask) -> None:
         headers = re.search(r'hx-headers="([^"]+)"', input_tag(html, "title"))
         assert headers is not None
         decoded = json.loads(unescape(headers.group(1)))
+        assert decoded.pop("X-Commands-Render")
         assert decoded == {"X-Commands-Validate": "title", "X-CSRFToken": token}
 
 
@@ -336,7 +357,7 @@ def test_global_in_a_block_rendered_alone(app: flask.Flask) -> None:
     CSRFProtect(app)
     with app.test_request_context("/todos/new"):
         flask.flash("Taken.", "conflict")
-        html = render_block("page.html", "form", form=AddTodo.form())
+        html = render_block("page.html", "form", form=posted({"title": "Milk"}))
     assert "<h1>" not in html
     assert html.strip().startswith("<form")
     assert 'name="csrf_token"' in html
@@ -350,3 +371,27 @@ def test_global_unknown_macro(app: flask.Flask) -> None:
 
 def test_global_repr(app: flask.Flask) -> None:
     assert repr(app.jinja_env.globals["commands_macros"]) == "<commands_macros from 'commands/macros.html'>"
+
+
+def test_render_form_chosen_fields_attrs_and_caller(render: t.Callable[..., str]) -> None:
+    source = (
+        '{% call render_form(form, submit="Add", submit_class="button primary", fields=["title"],'
+        ' attrs={"title": {"placeholder": "Buy milk", "autofocus": true}}) %}'
+        '<p class="hint"></p>{% endcall %}'
+    )
+    html = render(source, form=AddTodo.form())
+    tag = input_tag(html, "title")
+    assert 'placeholder="Buy milk"' in tag
+    assert "autofocus" in tag
+    assert 'name="order"' not in html
+    assert 'name="note"' not in html
+    assert (
+        '<button type="submit" class="button primary">Add</button>\n  <p class="hint"></p>\n</form>' in html
+    )
+
+
+def test_render_form_shows_errors_of_fields_left_out(render: t.Callable[..., str]) -> None:
+    form = invalid_form({"title": "Milk", "order": "x"})
+    html = render('{{ render_form(form, fields=["title"]) }}', form=form)
+    alert = html[html.index('<div class="commands-errors" role="alert">') :]
+    assert "Not a valid integer value." in alert[: alert.index("</div>")]

@@ -17,6 +17,7 @@ import jinja2
 import jsonschema
 import pytest
 import schemathesis
+from flask_wtf.csrf import CSRFProtect
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from schemathesis import checks
 from schemathesis.generation.modes import GenerationMode
@@ -273,6 +274,135 @@ def test_openapi_request_body_optional_json_only(doc: dict[str, t.Any]) -> None:
 def test_openapi_request_body_required_form_view(doc: dict[str, t.Any]) -> None:
     # Without a JSON content type, a view with a template takes the request as a form post.
     assert doc["paths"]["/notes/new"]["post"]["requestBody"]["required"] is True
+
+
+def test_openapi_form_view_without_csrf_takes_json_and_forms(doc: dict[str, t.Any]) -> None:
+    content = doc["paths"]["/notes/new"]["post"]["requestBody"]["content"]
+    ref = {"schema": {"$ref": "#/components/schemas/OaAddNote"}}
+    assert content == {
+        "application/json": ref,
+        "application/x-www-form-urlencoded": ref,
+        "multipart/form-data": ref,
+    }
+
+
+def test_openapi_json_view_takes_json_only(doc: dict[str, t.Any]) -> None:
+    assert list(doc["paths"]["/boards/{board_id}/notes"]["post"]["requestBody"]["content"]) == [
+        "application/json"
+    ]
+
+
+def _csrf_app(exempt: bool) -> flask.Flask:
+    app = make_app()
+    csrf = CSRFProtect(app)
+    if exempt:
+        csrf.exempt(app.view_functions["new_note"])
+    return app
+
+
+def test_openapi_form_view_behind_csrf_takes_form_posts_only() -> None:
+    doc = _document(_csrf_app(exempt=False))
+    OpenAPIV31SpecValidator(doc).validate()
+    body = doc["paths"]["/notes/new"]["post"]["requestBody"]
+    assert list(body["content"]) == ["application/x-www-form-urlencoded", "multipart/form-data"]
+    schema = body["content"]["multipart/form-data"]["schema"]
+    assert schema["allOf"] == [{"$ref": "#/components/schemas/OaAddNote"}]
+    assert schema["required"] == ["csrf_token"]
+    assert "JSON is refused (400, csrf_failed)" in body["description"]
+    # A JSON-only view is not a form: CSRFProtect checks it too, but the document says JSON.
+    assert "application/json" in doc["paths"]["/boards/{board_id}/notes"]["post"]["requestBody"]["content"]
+
+
+def test_openapi_form_view_exempt_from_csrf_takes_json() -> None:
+    content = _document(_csrf_app(exempt=True))["paths"]["/notes/new"]["post"]["requestBody"]["content"]
+    assert "application/json" in content
+
+
+def test_openapi_form_view_errors_may_be_html(doc: dict[str, t.Any]) -> None:
+    response = doc["paths"]["/notes/new"]["post"]["responses"]["422"]
+    assert set(response["content"]) == {"application/problem+json", "text/html"}
+
+
+def test_openapi_summary_is_plain_text() -> None:
+    app = flask.Flask("plain")
+    Commands(app)
+
+    @app.post("/notes")
+    @command_view(OaAddNote, add_note, trusted=lambda: {"board_id": 1})
+    def add(result: t.Any, cmd: OaAddNote) -> flask.typing.ResponseReturnValue:
+        """Add ``text`` to the board with :func:`~flask_commands.command_view`, see :class:`Command`.
+
+        More here.
+        """
+        return "", 204
+
+    summary = _document(app)["paths"]["/notes"]["post"]["summary"]
+    assert summary == "Add text to the board with command_view, see Command."
+
+
+NOTE_SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+
+
+def test_openapi_declared_success_responses() -> None:
+    app = flask.Flask("declared")
+    Commands(app)
+
+    @app.post("/notes")
+    @command_view(OaAddNote, add_note, trusted=lambda: {"board_id": 1}, responses={201: NOTE_SCHEMA})
+    def add(result: t.Any, cmd: OaAddNote) -> flask.typing.ResponseReturnValue:
+        return result, 201
+
+    @app.delete("/notes")
+    @command_view(OaClear, clear_board, trusted=lambda: {"board_id": 1}, responses={204: None})
+    def clear(result: t.Any, cmd: OaClear) -> flask.typing.ResponseReturnValue:
+        return "", 204
+
+    doc = _document(app)
+    OpenAPIV31SpecValidator(doc).validate()
+    created = doc["paths"]["/notes"]["post"]["responses"]
+    assert "2XX" not in created
+    assert created["201"]["content"] == {"application/json": {"schema": NOTE_SCHEMA}}
+    assert created["201"]["headers"] == {
+        "Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}
+    }
+    assert "content" not in doc["paths"]["/notes"]["delete"]["responses"]["204"]
+
+
+@pytest.mark.parametrize(
+    ("responses", "message"),
+    [
+        ({404: None}, "command_view(responses=) got the status 404; use a success status from 200 to 399"),
+        (
+            {"201": None},
+            "command_view(responses=) got the status '201'; use a success status from 200 to 399",
+        ),
+        ({201: "Note"}, "command_view(responses=) got 'Note' for 201; give the JSON Schema of the body"),
+        ([201], "command_view(responses=) takes a dict {status: schema}, not [201]."),
+    ],
+)
+def test_openapi_declared_responses_checked(responses: t.Any, message: str) -> None:
+    with pytest.raises(TypeError) as excinfo:
+        command_view(OaAddNote, add_note, responses=responses)
+    assert str(excinfo.value).startswith(message)
+
+
+def test_openapi_demo_document_is_true(tmp_path: pathlib.Path) -> None:
+    from demo_app import create_app
+
+    demo = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'demo.sqlite'}"})
+    doc = _document(demo)
+    OpenAPIV31SpecValidator(doc).validate()
+    for path, item in doc["paths"].items():
+        for operation in item.values():
+            content = operation["requestBody"]["content"]
+            # The board's forms are behind CSRF: no JSON; the API takes JSON only.
+            expected = ["application/json"] if path.startswith("/todos") else list(content)
+            assert list(content) == expected, path
+            if not path.startswith("/todos"):
+                assert "application/json" not in content, path
+            assert "``" not in operation.get("summary", ""), path
+    created = doc["paths"]["/todos"]["post"]["responses"]["201"]
+    assert created["content"]["application/json"]["schema"]["required"][:2] == ["id", "title"]
 
 
 def test_openapi_schema_names_collide() -> None:

@@ -12,15 +12,18 @@ import re
 import typing as t
 import urllib.parse
 import uuid
+from html import unescape
 
 import flask
 import jinja2
 import pytest
+import wtforms
 from flask_wtf.csrf import CSRFProtect
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from itsdangerous import URLSafeSerializer
 from wtforms import validators as v
 
 from flask_commands import Command
@@ -525,6 +528,66 @@ def test_validate_escapes_the_value(client: flask.testing.FlaskClient) -> None:
     assert "<script>" not in response.text
 
 
+def _live_input(html: str) -> tuple[str, dict[str, str]]:
+    """The title input's tag in ``html`` and its live-validation headers."""
+    tag = re.search(r'<input[^>]*name="title"[^>]*>', html)
+    assert tag is not None, html
+    headers = re.search(r'hx-headers="([^"]+)"', tag.group(0))
+    assert headers is not None
+    return tag.group(0), json.loads(unescape(headers.group(1)))
+
+
+CUSTOM_FIELD = (
+    '{{ commands_macros.render_field(form.title, url="/todos/new", trigger="keyup changed delay:400ms",'
+    ' placeholder="Buy milk", class="wide", autofocus=true) }}'
+)
+
+
+def _without(tag: str, *names: str) -> str:
+    for name in names:
+        tag = re.sub(rf' {name}="[^"]*"', "", tag)
+    return tag
+
+
+def test_validate_renders_the_field_as_rendered(app: flask.Flask, client: flask.testing.FlaskClient) -> None:
+    with app.test_request_context("/todos/new"):
+        form = AddTodo.form()
+        form.title.id = form.title.label.field_id = "new-title"
+        page_tag, headers = _live_input(flask.render_template_string(CUSTOM_FIELD, form=form))
+    response = client.post("/todos/new", data={"title": ""}, headers={**HX4, **headers})
+    assert response.status_code == 200
+    tag, _ = _live_input(response.text)
+    assert 'placeholder="Buy milk"' in tag
+    assert 'hx-trigger="keyup changed delay:400ms"' in tag
+    assert 'class="wide"' in tag
+    assert 'id="new-title"' in tag
+    assert 'aria-invalid="true"' in tag
+    assert 'aria-describedby="new-title-errors"' in tag
+    assert '<label for="new-title">' in response.text
+    # Nothing else differs: the same attributes, in the same order, the same signed arguments.
+    assert _without(tag, "aria-invalid", "aria-describedby", "hx-headers") == _without(page_tag, "hx-headers")
+    again = client.post("/todos/new", data={"title": "Milk"}, headers={**HX4, **headers})
+    tag, _ = _live_input(again.text)
+    assert 'value="Milk"' in tag
+    assert "aria-invalid" not in tag
+    assert _without(tag, "value", "hx-headers") == _without(page_tag, "value", "hx-headers")
+
+
+def test_validate_ignores_render_arguments_not_signed_by_the_app(
+    app: flask.Flask, client: flask.testing.FlaskClient
+) -> None:
+    forged = URLSafeSerializer("another secret", salt="flask-commands.render-field").dumps(
+        {"attrs": {"onfocus": "alert(1)"}, "trigger": "load"}
+    )
+    for token in (forged, "not a token", json.dumps({"attrs": {"onfocus": "alert(1)"}})):
+        headers = {**HX4, "X-Commands-Validate": "title", "X-Commands-Render": token}
+        response = client.post("/todos/new", data={"title": ""}, headers=headers)
+        assert response.status_code == 200
+        tag, _ = _live_input(response.text)
+        assert "onfocus" not in tag
+        assert 'hx-trigger="change delay:250ms, input delay:400ms"' in tag
+
+
 def test_json_post_runs_the_handler_once(app: flask.Flask) -> None:
     with app.test_request_context("/api/todos", method="POST", json={"title": "Milk"}):
         response = app.view_functions["api_add"]()
@@ -876,3 +939,105 @@ def _fuzz_app() -> flask.Flask:
         app.config["MAX_CONTENT_LENGTH"] = 10_000
         _FUZZ_APPS.append(app)
     return _FUZZ_APPS[0]
+
+
+def test_missing_template_names_it_and_where_flask_looked() -> None:
+    app = flask.Flask(__name__, template_folder="no-such-folder")
+    app.secret_key = "test"
+    app.testing = True
+    Commands(app)
+
+    @app.route("/todos/new", methods=["GET", "POST"])
+    @command_view(AddTodo, add_todo, template="todos/new.html", block="form", trusted=lambda: {"actor_id": 1})
+    def new_todo(result: dict[str, t.Any], cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return "added", 201
+
+    client = app.test_client()
+    for headers in ({}, HX4):
+        with pytest.raises(jinja2.TemplateNotFound) as excinfo:
+            client.get("/todos/new", headers=headers)
+        message = str(excinfo.value)
+        assert excinfo.value.name == "todos/new.html"
+        assert message.startswith(
+            "The command view 'test_missing_template_names_it_and_where_flask_looked.<locals>.new_todo'"
+            " renders the template 'todos/new.html', which Flask cannot find. It looked in: "
+        )
+        assert f"{app.root_path}/no-such-folder (the app)" in message
+        assert message.endswith(
+            "Create 'todos/new.html' in one of these folders, or pass command_view(..., template=)"
+            " the name of an existing template."
+        )
+
+
+class Rename(Command):
+    title: str = field(validators=[v.InputRequired()], label="Title")
+    order: int | None = field(default=None, label="Order")
+    version: int = field(form_field=wtforms.IntegerField(widget=wtforms.widgets.HiddenInput()))
+
+
+@handler(Rename)
+def rename(cmd: Rename) -> str:
+    if cmd.version != 3:
+        current = {"title": "Edited in tab A", "order": None, "version": 3}
+        raise Conflict("This todo was changed elsewhere.", code="stale_version", current=current)
+    return cmd.title
+
+
+@pytest.fixture
+def rename_client() -> flask.testing.FlaskClient:
+    app = flask.Flask(__name__)
+    app.testing = True
+    app.secret_key = "test"
+    app.jinja_loader = jinja2.DictLoader(
+        {"rename.html": "{{ commands_macros.render_form(form, theirs='/todo') }}"}
+    )
+    Commands(app)
+
+    @app.route("/rename", methods=["GET", "POST"])
+    @command_view(Rename, rename, template="rename.html")
+    def rename_view(result: str, cmd: Rename) -> flask.typing.ResponseReturnValue:
+        return result
+
+    return app.test_client()
+
+
+@pytest.mark.parametrize("headers", [{}, HX4], ids=["no-js", "htmx"])
+def test_conflict_keeps_the_text_and_shows_the_current_state(
+    rename_client: flask.testing.FlaskClient, headers: dict[str, str]
+) -> None:
+    response = rename_client.post("/rename", data={"title": "Mine", "version": "2"}, headers=headers)
+    assert response.status_code == 409
+    html = response.text
+    assert re.search(r'<input autofocus[^>]* name="title"[^>]* value="Mine">', html), html
+    assert "This todo was changed elsewhere." in html
+    assert html.count("This todo was changed elsewhere.") == 1
+    assert 'Title is now “<span class="commands-conflict-current">Edited in tab A</span>”.' in html
+    assert "Order is now" not in html  # unchanged: not shown
+    assert '<a href="/todo" class="commands-conflict-theirs">take theirs</a>' in html
+    # The hidden version is the current one: submitting again saves over the change.
+    assert re.search(r'name="version" type="hidden" value="3"', html), html
+    fresh_id = re.search(r'name="id" type="hidden" value="([^"]+)"', html)
+    assert fresh_id is not None
+    again = rename_client.post("/rename", data={"title": "Mine", "version": "3", "id": fresh_id.group(1)})
+    assert again.status_code == 200
+    assert again.text == "Mine"
+
+
+def test_conflict_json_carries_the_current_state(rename_client: flask.testing.FlaskClient) -> None:
+    response = rename_client.post("/rename", json={"title": "Mine", "version": 2})
+    assert response.status_code == 409
+    assert response.json == {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "This todo was changed elsewhere.",
+        "code": "stale_version",
+        "current": {"title": "Edited in tab A", "order": None, "version": 3},
+    }
+
+
+def test_conflict_without_current_state_shows_the_message_once(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/todos/new", data={"title": "taken"})
+    assert response.text.count("A todo with that title exists.") == 1  # the page's flashes()
+    assert "commands-conflict" not in response.text.replace("commands-flash-conflict", "")
+    assert "autofocus" not in response.text
