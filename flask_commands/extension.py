@@ -116,13 +116,18 @@ class Commands:
         _init_views(app)
 
     def create_tables(self, app: Flask | None = None) -> None:
-        """Create the idempotency table of ``app``'s SQLAlchemy store (the current app by default).
+        """Create the idempotency table of ``app``'s SQLAlchemy store (the current app by default)
+        and the outbox table ``commands_outbox`` in each of its Flask-SQLAlchemy databases.
 
-        Does nothing for a memory store. Alembic users can instead include the store's ``table``.
+        Does nothing for a memory store. Alembic users can instead include the store's ``table``
+        and ``flask_commands.outbox.table``.
         """
+        from .outbox import _create_tables
+
         store = self._state(app).store
         if hasattr(store, "create_table"):
             store.create_table()
+        _create_tables(app if app is not None else current_app._get_current_object())  # type: ignore[attr-defined]
 
     def _state(self, app: Flask | None = None) -> _AppState:
         """Return the state of ``app`` (the current app by default)."""

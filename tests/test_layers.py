@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "command": 2,
     "idempotency": 3,
     "handler": 4,
+    "outbox": 4,
     "problem": 5,
     "views": 5,
     "_idempotent": 5,

@@ -1,0 +1,348 @@
+"""Transactional enqueue: the outbox on SQLite, PostgreSQL and MariaDB, with Redis as the broker.
+
+Messages are counted on the broker itself (a Redis list per queue, no worker), so "nothing sent"
+and "exactly one sent" are facts about the broker. The broker is reached through a small TCP
+proxy the tests cut to make it unreachable; the shared Redis server is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import pathlib
+import socket
+import threading
+import types
+import typing as t
+import uuid
+
+import celery.signals
+import flask
+import pytest
+import redis
+import sqlalchemy as sa
+import sqlalchemy.orm
+from click.testing import CliRunner
+from conftest import _sqlite_transactions
+from conftest import require_service
+
+from flask_commands import Command
+from flask_commands import Commands
+from flask_commands import handler
+from flask_commands import outbox
+from flask_commands.celery import init_celery
+from flask_commands.cli import commands_cli
+
+
+class Proxy:
+    """A TCP proxy to ``target`` on a fixed local port; ``cut()`` refuses and drops connections."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.listener: socket.socket | None = None
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            if self.listener is not None:
+                self.listener.close()
+                self.listener = None
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+
+class Job(Command):
+    """The command the test jobs carry."""
+
+    label: str
+
+
+@dataclasses.dataclass
+class Env:
+    """A Flask app whose Celery publishes to Redis through ``proxy``, and a database."""
+
+    app: flask.Flask
+    engine: sa.Engine
+    session: sa.orm.scoped_session[sa.orm.Session]
+    items: sa.Table
+    queue: str
+    redis: redis.Redis
+    proxy: Proxy
+
+    def messages(self) -> list[str]:
+        """The task ids of the messages waiting in the queue, oldest first."""
+        raw = self.redis.lrange(self.queue, 0, -1)
+        return [json.loads(m)["headers"]["id"] for m in reversed(raw)]
+
+    def outbox_rows(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.scalars(sa.select(outbox.table.c.task_id).order_by(outbox.table.c.id)))
+
+    def items_of(self, label: str) -> int:
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).where(self.items.c.label == label)
+            return int(conn.execute(query).scalar_one())
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def env(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> t.Iterator[Env]:
+    redis_url = require_service("redis")
+    if request.param == "sqlite":
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'outbox.sqlite'}")
+        _sqlite_transactions(engine)
+    else:
+        engine = sa.create_engine(require_service(request.param))
+    run = uuid.uuid4().hex[:10]
+    metadata = sa.MetaData()
+    items = sa.Table(f"outbox_{run}_items", metadata, sa.Column("label", sa.String(50)))
+    metadata.create_all(engine)
+    outbox.create_table(engine)
+    with engine.begin() as conn:
+        conn.execute(outbox.table.delete())
+    client = redis.Redis.from_url(redis_url)
+    where = client.connection_pool.connection_kwargs
+    host, port, db = where["host"], where["port"], where.get("db", 0)
+    proxy = Proxy((host, port))
+    queue = f"outbox-{run}"
+    app = flask.Flask(__name__)
+    app.config["CELERY"] = {
+        "broker_url": f"redis://127.0.0.1:{proxy.port}/{db}",
+        "task_default_queue": queue,
+        # Give up on a cut broker at once rather than after kombu's retries (seconds each).
+        "broker_transport_options": {"max_retries": 0},
+        "broker_connection_timeout": 1,
+    }
+    Commands(app)
+    init_celery(app)
+    session = sa.orm.scoped_session(sa.orm.sessionmaker(engine))
+    try:
+        with app.app_context():
+            yield Env(app, engine, session, items, queue, client, proxy)
+    finally:
+        session.remove()
+        proxy.cut()
+        client.delete(queue)
+        client.close()
+        with engine.begin() as conn:
+            conn.execute(outbox.table.delete())
+        metadata.drop_all(engine)
+        engine.dispose()
+
+
+def _handlers(env: Env) -> types.SimpleNamespace:
+    """Handlers on ``env``'s session: ``job`` (the job itself) and ``add`` (writes and enqueues)."""
+
+    @handler(Job, transaction=env.session)
+    def job(cmd: Job) -> None:
+        env.session.execute(env.items.insert().values(label=f"job {cmd.label}"))
+
+    @handler(Job, transaction=env.session)
+    def add(cmd: Job) -> str:
+        env.session.execute(env.items.insert().values(label=cmd.label))
+        task_id = job.enqueue(cmd)
+        if cmd.label.startswith("fail"):
+            raise RuntimeError("the handler fails after enqueueing")
+        return task_id
+
+    return types.SimpleNamespace(job=job, add=add)
+
+
+def test_outbox_rollback_sends_nothing(env: Env) -> None:
+    h = _handlers(env)
+    with pytest.raises(RuntimeError, match="fails after enqueueing"):
+        h.add(Job(label="fail"))
+    assert env.messages() == []
+    assert env.outbox_rows() == []
+    assert env.items_of("fail") == 0
+
+
+def test_outbox_commit_sends_one_after_commit(env: Env) -> None:
+    h = _handlers(env)
+    cmd = Job(label="ok")
+    seen: list[int] = []
+
+    def before_publish(**kwargs: t.Any) -> None:
+        # Another connection sees the handler's row when the message leaves: it was committed.
+        seen.append(env.items_of("ok"))
+
+    celery.signals.before_task_publish.connect(before_publish)
+    try:
+        assert h.add(cmd) == str(cmd.id)
+    finally:
+        celery.signals.before_task_publish.disconnect(before_publish)
+    assert seen == [1]
+    assert env.messages() == [str(cmd.id)]
+    assert env.outbox_rows() == []
+
+
+def test_outbox_nested_failure_drops_its_job(env: Env) -> None:
+    h = _handlers(env)
+    outer_cmd, inner_cmd = Job(label="outer"), Job(label="fail inner")
+
+    @handler(Job, transaction=env.session)
+    def outer(cmd: Job) -> None:
+        h.job.enqueue(cmd)
+        with pytest.raises(RuntimeError):
+            h.add(inner_cmd)  # a savepoint: rolled back, with its outbox row
+
+    outer(outer_cmd)
+    assert env.messages() == [str(outer_cmd.id)]
+    assert env.outbox_rows() == []
+
+
+def test_outbox_nested_job_waits_for_outer_commit(env: Env) -> None:
+    h = _handlers(env)
+    inner_cmd = Job(label="inner")
+    sent_during: list[list[str]] = []
+
+    @handler(Job, transaction=env.session)
+    def outer(cmd: Job) -> None:
+        h.add(inner_cmd)
+        sent_during.append(env.messages())
+        raise RuntimeError("the outer handler fails")
+
+    with pytest.raises(RuntimeError, match="outer handler fails"):
+        outer(Job(label="outer"))
+    assert sent_during == [[]]
+    assert env.messages() == []
+    assert env.outbox_rows() == []
+    assert env.items_of("inner") == 0
+
+
+def test_outbox_outside_unit_of_work_sends_at_once(env: Env) -> None:
+    h = _handlers(env)
+    cmd = Job(label="direct")
+    assert h.job.enqueue(cmd) == str(cmd.id)
+    assert env.messages() == [str(cmd.id)]
+    assert env.outbox_rows() == []
+
+
+def test_outbox_countdown_kept_as_eta(env: Env) -> None:
+    h = _handlers(env)
+    env.proxy.cut()
+
+    @handler(Job, transaction=env.session)
+    def later(cmd: Job) -> None:
+        h.job.enqueue(cmd, countdown=30)
+
+    later(Job(label="later"))
+    with env.engine.connect() as conn:
+        row = conn.execute(sa.select(outbox.table.c.eta, outbox.table.c.created_at)).one()
+    assert row.eta == pytest.approx(row.created_at + 30, abs=1)
+
+
+def test_outbox_broker_down_request_succeeds_and_relay_publishes(env: Env) -> None:
+    h = _handlers(env)
+    env.proxy.cut()
+    cmds = [Job(label=f"down {i}") for i in range(3)]
+    for cmd in cmds:
+        assert h.add(cmd) == str(cmd.id)
+    assert env.outbox_rows() == [str(cmd.id) for cmd in cmds]
+    with pytest.raises(RuntimeError, match="the broker refused a job after 0 were published"):
+        outbox.relay(env.engine, env.app.extensions["celery"])
+    assert len(env.outbox_rows()) == 3
+    env.proxy.restore()
+    assert outbox.relay(env.engine, env.app.extensions["celery"]) == 3
+    # Oldest first.
+    assert env.messages() == [str(cmd.id) for cmd in cmds]
+    assert env.outbox_rows() == []
+    assert outbox.relay(env.engine, env.app.extensions["celery"]) == 0
+
+
+def test_outbox_relay_limit(env: Env) -> None:
+    h = _handlers(env)
+    env.proxy.cut()
+    cmds = [Job(label=f"limit {i}") for i in range(5)]
+    for cmd in cmds:
+        h.add(cmd)
+    env.proxy.restore()
+    assert outbox.relay(env.engine, env.app.extensions["celery"], limit=2) == 2
+    assert env.messages() == [str(cmd.id) for cmd in cmds[:2]]
+    assert len(env.outbox_rows()) == 3
+
+
+def test_outbox_missing_table_names_the_fix(env: Env) -> None:
+    h = _handlers(env)
+    with env.engine.begin() as conn:
+        outbox.table.drop(conn)
+    outbox._checked.discard(env.engine)
+    try:
+        with pytest.raises(RuntimeError) as info:
+            h.add(Job(label="no table"))
+        message = str(info.value)
+        assert "has no 'commands_outbox' table for transactional enqueue" in message
+        assert "run 'flask commands init-db', call 'Commands.create_tables()'" in message
+        assert "flask_commands.outbox.table to your Alembic migrations" in message
+        assert env.items_of("no table") == 0
+        assert env.messages() == []
+    finally:
+        outbox.create_table(env.engine)
+
+
+def test_outbox_cli_relay(env: Env) -> None:
+    h = _handlers(env)
+    env.proxy.cut()
+    cmd = Job(label="cli")
+    h.add(cmd)
+    url = env.engine.url.render_as_string(hide_password=False)
+    runner = CliRunner()
+    result = runner.invoke(commands_cli, ["relay", "--database", url], obj=_script_info(env.app))
+    assert result.exit_code == 1
+    assert "Could not relay the outbox of " in result.output
+    env.proxy.restore()
+    result = runner.invoke(commands_cli, ["relay", "--database", url], obj=_script_info(env.app))
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("Published 1 job from the outbox.\n")
+    assert env.messages() == [str(cmd.id)]
+
+
+def _script_info(app: flask.Flask) -> t.Any:
+    from flask.cli import ScriptInfo
+
+    return ScriptInfo(create_app=lambda: app)
