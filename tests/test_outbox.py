@@ -346,3 +346,17 @@ def _script_info(app: flask.Flask) -> t.Any:
     from flask.cli import ScriptInfo
 
     return ScriptInfo(create_app=lambda: app)
+
+
+def test_outbox_celery_relay_task(env: Env) -> None:
+    h = _handlers(env)
+    env.proxy.cut()
+    cmd = Job(label="sweep")
+    h.add(cmd)
+    env.proxy.restore()
+    task = env.app.extensions["celery"].tasks["flask_commands.relay_outbox"]
+    url = env.engine.url.render_as_string(hide_password=False)
+    assert task(databases=[url]) == 1
+    assert env.messages() == [str(cmd.id)]
+    assert env.outbox_rows() == []
+    assert task(databases=[url]) == 0
