@@ -8,9 +8,11 @@ so nothing is sent. A row left behind (the broker was down, the process died bet
 publish) is published later by :func:`relay`, run by ``flask commands relay`` or the Celery task
 ``flask_commands.relay_outbox``.
 
-Each row is claimed by one publisher at a time (``FOR UPDATE SKIP LOCKED`` on PostgreSQL and
-MariaDB; on SQLite, a single writer, by deleting it first) and deleted in the same transaction
-once the broker accepted it. A row may still be published twice (a publisher dies after the
+Each row is claimed by one publisher at a time and deleted in the same transaction once the
+broker accepted it: the relay claims the oldest rows with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL and MariaDB, so relays share the work; on SQLite, which has one writer at a time, and
+for the rows of a fresh commit, the ``DELETE ... RETURNING`` is the claim, rolled back if the
+broker refuses. A row may still be published twice (a publisher dies after the
 broker accepted it, before its delete commits): the task id is the command id and the worker runs
 it under idempotency, so the effect happens once.
 """
@@ -171,20 +173,27 @@ def _publish(bind: sa.Engine, celery_app: t.Any, *, ids: list[int] | None, limit
     """
     c = table.c
     columns = (c.id, c.task_id, c.queue, c.envelope, c.eta)
+    dialect = bind.dialect.name
     with bind.connect() as conn, conn.begin() as transaction:
-        if conn.dialect.name == "sqlite":
-            # SQLite has one writer at a time: the DELETE takes the write lock, so a second
-            # publisher waits for this transaction and then finds the rows gone.
-            chosen = sa.select(c.id).order_by(c.id).limit(limit)
+        if ids is not None or dialect == "sqlite":
+            # The claim is the DELETE itself: it locks the rows (PostgreSQL, MariaDB) or takes
+            # SQLite's single write lock, so another publisher waits and then finds them gone.
+            # Fresh rows after a commit take one statement; a failed publish rolls it back.
+            if dialect == "postgresql":
+                # A delete lost in a database crash only means a duplicate publish, which is
+                # harmless: no need to wait for the disk.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             if ids is not None:
-                chosen = chosen.where(c.id.in_(ids))
-            deleted = conn.execute(table.delete().where(c.id.in_(chosen)).returning(*columns))
+                where = c.id.in_(ids)
+            else:
+                where = c.id.in_(sa.select(c.id).order_by(c.id).limit(limit).scalar_subquery())
+            deleted = conn.execute(table.delete().where(where).returning(*columns))
             rows = sorted(deleted, key=lambda row: row.id)
+            claimed_by_delete = True
         else:
             query = sa.select(*columns).order_by(c.id).limit(limit).with_for_update(skip_locked=True)
-            if ids is not None:
-                query = query.where(c.id.in_(ids))
             rows = list(conn.execute(query))
+            claimed_by_delete = False
         sent: list[int] = []
         failure: BaseException | None = None
         for row in rows:
@@ -194,19 +203,17 @@ def _publish(bind: sa.Engine, celery_app: t.Any, *, ids: list[int] | None, limit
                 failure = e
                 break
             sent.append(row.id)
-        if conn.dialect.name == "sqlite":
+        if failure is not None:
+            _log.warning("Could not publish job %s from the outbox: %r", rows[len(sent)].task_id, failure)
+        if claimed_by_delete:
             if failure is not None:
-                # Put back what was not published: the rollback restores every claimed row, and
-                # a row published twice is harmless (the job runs under idempotency).
+                # Put every claimed row back: those already published will be published again,
+                # which is harmless (the job runs under idempotency).
                 transaction.rollback()
-                _log.warning("Could not publish job %s from the outbox: %r", rows[len(sent)].task_id, failure)
                 return 0, False
         elif sent:
             conn.execute(table.delete().where(c.id.in_(sent)))
-    if failure is not None:
-        _log.warning("Could not publish job %s from the outbox: %r", rows[len(sent)].task_id, failure)
-        return len(sent), False
-    return len(sent), True
+    return len(sent), failure is None
 
 
 def _send(celery_app: t.Any, row: t.Any) -> None:
