@@ -174,7 +174,11 @@ def _publish(bind: sa.Engine, celery_app: t.Any, *, ids: list[int] | None, limit
     c = table.c
     columns = (c.id, c.task_id, c.queue, c.envelope, c.eta)
     dialect = bind.dialect.name
-    with bind.connect() as conn, conn.begin() as transaction:
+    with bind.connect() as conn:
+        if ids is None and dialect in ("mysql", "mariadb"):
+            # REPEATABLE READ would add gap locks, on which two relays can deadlock.
+            conn = conn.execution_options(isolation_level="READ COMMITTED")
+        transaction = conn.begin()
         if ids is not None or dialect == "sqlite":
             # The claim is the DELETE itself: it locks the rows (PostgreSQL, MariaDB) or takes
             # SQLite's single write lock, so another publisher waits and then finds them gone.
@@ -212,7 +216,10 @@ def _publish(bind: sa.Engine, celery_app: t.Any, *, ids: list[int] | None, limit
                 transaction.rollback()
                 return 0, False
         elif sent:
-            conn.execute(table.delete().where(c.id.in_(sent)))
+            # One primary-key lookup per row: InnoDB locks the record after a range it scans,
+            # which another relay may hold (a deadlock), but a point lookup locks only its row.
+            conn.execute(table.delete().where(c.id == sa.bindparam("row_id")), [{"row_id": i} for i in sent])
+        transaction.commit()
     return len(sent), failure is None
 
 

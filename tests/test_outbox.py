@@ -11,7 +11,10 @@ import contextlib
 import dataclasses
 import json
 import pathlib
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import types
 import typing as t
@@ -360,3 +363,111 @@ def test_outbox_celery_relay_task(env: Env) -> None:
     assert env.messages() == [str(cmd.id)]
     assert env.outbox_rows() == []
     assert task(databases=[url]) == 0
+
+
+# Crashes and races, in real processes.
+
+_CHILD = """
+import os, signal, sys, time
+import flask, sqlalchemy as sa, sqlalchemy.orm
+from flask_commands import Command, Commands, handler
+from flask_commands.celery import init_celery
+
+database, broker, queue, mode, count = sys.argv[1:6]
+engine = sa.create_engine(database)
+if mode == "crash":
+    # Registered before the outbox's own listener: the process dies after the commit, before
+    # anything is published.
+    @sa.event.listens_for(sa.orm.Session, "after_commit")
+    def _die(session):
+        os.kill(os.getpid(), signal.SIGKILL)
+from flask_commands import outbox
+
+app = flask.Flask("child")
+app.config["CELERY"] = {"broker_url": broker, "task_default_queue": queue}
+Commands(app)
+init_celery(app)
+session = sa.orm.scoped_session(sa.orm.sessionmaker(engine))
+
+class Job(Command):
+    label: str
+
+@handler(Job, transaction=session)
+def job(cmd):
+    pass
+
+@handler(Job, transaction=session)
+def add(cmd):
+    job.enqueue(cmd)
+
+with app.app_context():
+    if mode == "crash":
+        add(Job(label="crash"))
+        print("not killed", flush=True)
+    else:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print(outbox.relay(engine, app.extensions["celery"]), flush=True)
+"""
+
+
+def _child(env: Env, mode: str) -> subprocess.Popen[str]:
+    url = env.engine.url.render_as_string(hide_password=False)
+    where = env.redis.connection_pool.connection_kwargs
+    broker = f"redis://{where['host']}:{where['port']}/{where.get('db', 0)}"
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, url, broker, env.queue, mode, "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_outbox_sigkill_between_commit_and_publish(env: Env) -> None:
+    child = _child(env, "crash")
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, err
+    assert "not killed" not in out
+    [task_id] = env.outbox_rows()
+    assert env.messages() == []
+    assert outbox.relay(env.engine, env.app.extensions["celery"]) == 1
+    assert env.messages() == [task_id]
+    assert env.outbox_rows() == []
+
+
+@pytest.mark.slow
+def test_outbox_two_relays_race_over_1000_rows(env: Env) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(1000)]
+    envelope = json.dumps({"type": "x", "handler": "y", "command": {}})
+    with env.engine.begin() as conn:
+        conn.execute(
+            outbox.table.insert(),
+            [
+                {"task_id": i, "queue": env.queue, "envelope": envelope, "eta": None, "created_at": 0.0}
+                for i in ids
+            ],
+        )
+    relays = [_child(env, "relay") for _ in range(2)]
+    try:
+        for relay in relays:
+            assert relay.stdout is not None
+            assert relay.stdout.readline() == "ready\n"
+        for relay in relays:  # both start at once
+            assert relay.stdin is not None
+            relay.stdin.write("go\n")
+            relay.stdin.flush()
+        counts = []
+        for relay in relays:
+            out, err = relay.communicate(timeout=120)
+            assert relay.returncode == 0, err
+            counts.append(int(out.strip()))
+    finally:
+        for relay in relays:
+            if relay.poll() is None:
+                relay.kill()
+    # Every row published, none by both relays (each row had one claimant), oldest first per relay.
+    assert sum(counts) == 1000
+    published = env.messages()
+    assert sorted(published) == sorted(ids)
+    assert env.outbox_rows() == []
