@@ -140,7 +140,11 @@ def purge() -> None:
 
 @commands_cli.command("init-db")
 def init_db() -> None:
-    """Create the idempotency table of a SQLAlchemy store and the outbox tables, if missing."""
+    """Create the idempotency and outbox tables, if missing.
+
+    The idempotency table of a SQLAlchemy store, and ``commands_outbox`` in each of the app's
+    Flask-SQLAlchemy databases.
+    """
     from .outbox import TABLE_NAME
     from .outbox import _create_tables
 
@@ -175,7 +179,11 @@ def init_db() -> None:
     help="A database URL whose outbox to relay (repeatable); the app's Flask-SQLAlchemy ones by default.",
 )
 def relay(watch: bool, interval: float, databases: tuple[str, ...]) -> None:
-    """Publish the jobs left in the outbox (the broker was down, or a process died after commit)."""
+    """Publish the jobs left in the outbox, oldest first.
+
+    Jobs stay in the outbox when the broker was down at commit or a process died between commit
+    and publish. Exits 1 when the broker refused a job (the rest wait for the next pass).
+    """
     import sqlalchemy as sa
 
     from .outbox import _engines
