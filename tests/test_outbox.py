@@ -63,6 +63,9 @@ class Proxy:
     def cut(self) -> None:
         with self.lock:
             if self.listener is not None:
+                # Shut down first: close() alone leaves a thread blocked in accept() accepting.
+                with contextlib.suppress(OSError):
+                    self.listener.shutdown(socket.SHUT_RDWR)
                 self.listener.close()
                 self.listener = None
             for sock in self.sockets:
@@ -471,3 +474,109 @@ def test_outbox_two_relays_race_over_1000_rows(env: Env) -> None:
     published = env.messages()
     assert sorted(published) == sorted(ids)
     assert env.outbox_rows() == []
+
+
+# The whole chain, with a real Celery worker (tests/celery_app.py) on Redis and on RabbitMQ.
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def chain(request: pytest.FixtureRequest) -> t.Iterator[t.Any]:
+    import celery_app as jobs
+    from test_celery import Env
+    from test_celery import Worker
+    from test_celery import _delete_queue
+
+    database = require_service("postgresql")
+    broker = require_service(request.param)
+    run = uuid.uuid4().hex[:12]
+    queue = f"commands-outbox-{run}"
+    tables = jobs.make_tables(run)
+    db = sa.create_engine(database)
+    tables.metadata.create_all(db)
+    outbox.create_table(db)
+    flask_app = jobs.create_app(broker, queue, database, run)
+    worker = Worker(broker, queue, database, run)
+    try:
+        worker.start()
+        yield Env(request.param, flask_app, flask_app.extensions["celery"], queue, worker, db, tables)
+    finally:
+        worker.stop()
+        _delete_queue(flask_app.extensions["celery"], broker, queue)
+        with db.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {tables.idempotency}"))
+            conn.execute(outbox.table.delete().where(outbox.table.c.queue == queue))
+        tables.metadata.drop_all(db)
+        db.dispose()
+
+
+def _through(url: str, port: int) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")
+    host = f"127.0.0.1:{port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if netloc[1] else host))
+
+
+def _left_in_outbox(chain: t.Any) -> int:
+    query = sa.select(sa.func.count()).where(outbox.table.c.queue == chain.queue)
+    with chain.db.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+@pytest.mark.slow
+def test_outbox_job_sees_committed_rows_on_first_attempt(chain: t.Any) -> None:
+    import celery_app as jobs
+
+    # The worker runs ``parent``, which enqueues ``needs_parent`` in its transaction and sleeps
+    # before committing: sent at once, the child would run first and fail.
+    cmd = jobs.Job(label="parent", sleep=1.0)
+    with chain.flask_app.app_context():
+        jobs.parent.enqueue(cmd)
+    child = jobs.Job(id=uuid.uuid5(cmd.id, "child"), label=str(cmd.id)[:20])
+    assert chain.wait_final(str(child.id)) == [("SUCCESS", 1)]
+    assert chain.runs(child) == 1
+    assert chain.effects(child) == 1
+    assert _left_in_outbox(chain) == 0
+
+
+@pytest.mark.slow
+def test_outbox_broker_unreachable_then_relay_runs_job_once(chain: t.Any) -> None:
+    import celery_app as jobs
+
+    host, port, url = conftest_services()[chain.broker]
+    proxy = Proxy((host, port))
+    database = require_service("postgresql")
+    app = jobs.create_app(_through(url, proxy.port), chain.queue, database, "unused")
+    app.config["CELERY"]["broker_transport_options"]["max_retries"] = 0
+    init_celery(app)  # again, with the setting above
+    session = sa.orm.scoped_session(sa.orm.sessionmaker(chain.db))
+
+    @handler(jobs.Job, transaction=session)
+    def order(cmd: jobs.Job) -> None:
+        session.execute(chain.tables.effects.insert().values(command_id=str(cmd.id)))
+        jobs.record.enqueue(jobs.Job(id=uuid.uuid5(cmd.id, "job"), label="after outage"))
+
+    cmd = jobs.Job(label="outage")
+    job = jobs.Job(id=uuid.uuid5(cmd.id, "job"), label="after outage")
+    try:
+        proxy.cut()
+        with app.app_context():
+            order(cmd)  # succeeds: the job waits in the outbox
+        assert chain.effects(cmd) == 1
+        assert _left_in_outbox(chain) == 1
+        proxy.restore()
+        assert outbox.relay(chain.db, app.extensions["celery"]) == 1
+        assert chain.wait_final(str(job.id)) == [("SUCCESS", 1)]
+        assert chain.effects(job) == 1
+        assert _left_in_outbox(chain) == 0
+    finally:
+        proxy.cut()
+        session.remove()
+
+
+def conftest_services() -> dict[str, tuple[str, int, str]]:
+    from conftest import SERVICES
+
+    return SERVICES
