@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 import typing as t
 import uuid
@@ -580,3 +581,91 @@ def conftest_services() -> dict[str, tuple[str, int, str]]:
     from conftest import SERVICES
 
     return SERVICES
+
+
+@pytest.mark.slow
+def test_outbox_whole_chain_effects_exactly_once(chain: t.Any) -> None:
+    """200 HTTP commands, each sent twice, each enqueueing a job; the worker is SIGKILLed mid-run."""
+    import concurrent.futures
+    import random
+
+    import celery_app as jobs
+
+    from flask_commands import command_view
+
+    run = f"http{uuid.uuid4().hex[:8]}"
+    app = jobs.create_app(
+        conftest_services()[chain.broker][2], chain.queue, require_service("postgresql"), run
+    )
+    session = sa.orm.scoped_session(sa.orm.sessionmaker(chain.db))
+    effects = chain.tables.effects
+
+    @handler(jobs.Job, transaction=session)
+    def place(cmd: jobs.Job) -> str:
+        session.execute(effects.insert().values(command_id=f"http-{cmd.label}"))
+        # ``slow`` sleeps in its first run, inside its transaction: a kill lands mid-run.
+        return jobs.slow.enqueue(jobs.Job(id=uuid.uuid5(cmd.id, "job"), label=cmd.label, sleep=0.3))
+
+    @app.post("/orders")
+    @command_view(jobs.Job, place)
+    def placed(result: str, cmd: jobs.Job) -> tuple[dict[str, str], int]:
+        return {"job": result}, 201
+
+    def post(label: str) -> str:
+        for _ in range(100):
+            response = app.test_client().post(
+                "/orders", json={"label": label}, headers={"Idempotency-Key": f"order-{label}"}
+            )
+            if response.status_code == 201:
+                return str(response.json["job"])
+            assert response.status_code == 409, response.text  # a duplicate still running
+            time.sleep(0.05)
+        raise AssertionError(f"order {label} never succeeded")
+
+    def job_effects() -> dict[str, int]:
+        query = (
+            sa.select(effects.c.command_id, sa.func.count())
+            .where(~effects.c.command_id.startswith("http-"), effects.c.command_id.in_(expected))
+            .group_by(effects.c.command_id)
+        )
+        with chain.db.connect() as conn:
+            return {row[0]: row[1] for row in conn.execute(query)}
+
+    labels = [f"o{i}" for i in range(200)]
+    requests = labels * 2  # every request retried once
+    random.Random(12).shuffle(requests)
+    expected: set[str] = set()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for job_id in pool.map(post, requests):
+                expected.add(job_id)
+        assert len(expected) == 200  # a retry answers with the first request's job
+        chain.wait_until(lambda: len(job_effects()) >= 20, "20 jobs done", timeout=120)
+        chain.worker.kill()
+        chain.worker.start()
+        chain.wait_until(lambda: len(job_effects()) == 200, "every job done", timeout=180)
+        time.sleep(VISIBILITY_TIMEOUT_MARGIN)  # any redelivery of a killed job has run by now
+        assert set(job_effects().values()) == {1}
+        with chain.db.connect() as conn:
+            http = conn.execute(
+                sa.select(effects.c.command_id, sa.func.count())
+                .where(effects.c.command_id.in_([f"http-{label}" for label in labels]))
+                .group_by(effects.c.command_id)
+            ).all()
+        assert len(http) == 200
+        assert {count for _, count in http} == {1}
+        # The kill landed mid-run: some job ran twice, yet its effect is there once.
+        with chain.db.connect() as conn:
+            runs = conn.execute(
+                sa.select(sa.func.count()).where(chain.tables.runs.c.command_id.in_(expected))
+            ).scalar_one()
+        assert runs > 200
+        assert _left_in_outbox(chain) == 0
+    finally:
+        session.remove()
+        store = app.config["COMMANDS_IDEMPOTENCY_STORE"]
+        with chain.db.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {store.table.name}"))
+
+
+VISIBILITY_TIMEOUT_MARGIN = 7.0  # celery_app.VISIBILITY_TIMEOUT (5 s) plus a margin
