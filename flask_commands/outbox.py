@@ -126,12 +126,15 @@ def stage(
     }
     result = connection.execute(table.insert().values(row))
     row_id = int(t.cast("tuple[int]", result.inserted_primary_key)[0])
-    pending: _Pending | None = session.info.get(_PENDING)
-    if pending is None or pending.engine is not engine or pending.celery_app is not celery_app:
-        if pending is not None:
-            # Another engine or Celery app in one transaction: publish what is there first.
-            _publish_pending(pending)
-        pending = session.info[_PENDING] = _Pending(engine, celery_app, [])
+    # Usually one entry; a session bound to several databases, or jobs for several Celery apps,
+    # publish each group after the commit.
+    pendings: list[_Pending] = session.info.setdefault(_PENDING, [])
+    for pending in pendings:
+        if pending.engine is engine and pending.celery_app is celery_app:
+            break
+    else:
+        pending = _Pending(engine, celery_app, [])
+        pendings.append(pending)
     pending.ids.append(row_id)
 
 
@@ -254,8 +257,7 @@ def _after_commit(session: sa.orm.Session) -> None:
     # Releasing a savepoint fires this event too: only the outermost commit publishes.
     if session.in_nested_transaction():
         return
-    pending = session.info.pop(_PENDING, None)
-    if pending is not None:
+    for pending in session.info.pop(_PENDING, ()):
         _publish_pending(pending)
 
 

@@ -228,6 +228,21 @@ def test_outbox_commit_sends_one_after_commit(env: Env) -> None:
     assert env.outbox_rows() == []
 
 
+def test_outbox_several_jobs_leave_in_order(env: Env) -> None:
+    h = _handlers(env)
+    cmds = [Job(label=f"batch {i}") for i in range(3)]
+
+    @handler(Job, transaction=env.session)
+    def batch(cmd: Job) -> None:
+        for each in cmds:
+            h.job.enqueue(each)
+        assert env.messages() == []  # nothing before the commit
+
+    batch(Job(label="batch"))
+    assert env.messages() == [str(cmd.id) for cmd in cmds]
+    assert env.outbox_rows() == []
+
+
 def test_outbox_nested_failure_drops_its_job(env: Env) -> None:
     h = _handlers(env)
     outer_cmd, inner_cmd = Job(label="outer"), Job(label="fail inner")
