@@ -517,6 +517,7 @@ def chain(request: pytest.FixtureRequest) -> t.Iterator[t.Any]:
         yield Env(request.param, flask_app, flask_app.extensions["celery"], queue, worker, db, tables)
     finally:
         worker.stop()
+        flask_app.config["COMMANDS_IDEMPOTENCY_STORE"].dispose()
         _delete_queue(flask_app.extensions["celery"], broker, queue)
         with db.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {tables.idempotency}"))
@@ -590,6 +591,7 @@ def test_outbox_broker_unreachable_then_relay_runs_job_once(chain: t.Any) -> Non
     finally:
         proxy.cut()
         session.remove()
+        app.config["COMMANDS_IDEMPOTENCY_STORE"].dispose()
 
 
 def conftest_services() -> dict[str, tuple[str, int, str]]:
@@ -679,6 +681,7 @@ def test_outbox_whole_chain_effects_exactly_once(chain: t.Any) -> None:
     finally:
         session.remove()
         store = app.config["COMMANDS_IDEMPOTENCY_STORE"]
+        store.dispose()
         with chain.db.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {store.table.name}"))
 
