@@ -200,9 +200,8 @@ def restore_todo(cmd: RestoreTodo) -> Changes:
 def clear_completed_later(cmd: ClearCompleted) -> Job:
     """Record a pending job and enqueue :func:`clear_completed` for a worker; return the job.
 
-    The message may reach a worker before this transaction commits: the job then finds no row,
-    fails, and is retried (with backoff) until the row is there. If this transaction rolls back,
-    the job never finds its row and does nothing.
+    The job leaves with this transaction (the outbox): it is published only once the job's row
+    has committed, and never if this transaction rolls back.
     """
     job = Job(id=str(uuid.uuid4()), kind="clear_completed")
     db.session.add(job)
@@ -211,16 +210,13 @@ def clear_completed_later(cmd: ClearCompleted) -> Job:
     return job
 
 
-class JobNotCommitted(Exception):
-    """The job's row is not (yet) visible: the request that made it has not committed."""
-
-
 @handler(RunClearCompleted, transaction=db.session, max_attempts=6, backoff=0.5)
 def clear_completed(cmd: RunClearCompleted) -> Changes:
     """Delete every completed todo (as a background job) and mark the board's job done."""
     job = db.session.get(Job, str(cmd.id))
     if job is None:
-        raise JobNotCommitted(f"job {cmd.id} has no row yet")
+        # Published only after the row committed, so only a job enqueued by hand gets here.
+        raise Rejected(f"There is no board job {cmd.id}.", code="no_job")
     now = utcnow()
     todos = db.session.scalars(
         sa.select(Todo).where(Todo.completed.is_(True), Todo.deleted_at.is_(None))

@@ -6,6 +6,9 @@ envelope ``{"type": "module:Command", "handler": "module:handler", "command": {.
 registered with ``@handler``, never an import path, and runs the handler under the app's
 idempotency store keyed by the command's ``id``, so a redelivered job runs it once.
 
+The task ``flask_commands.relay_outbox`` publishes what the outbox still holds
+(:mod:`flask_commands.outbox`); a Celery beat entry runs it periodically.
+
 This is the only module of the package that imports Celery.
 """
 
@@ -38,6 +41,9 @@ _MAX_DELAY = 600.0
 # A job that found its key held waits for the lease to end, plus this margin, before it retries.
 _LEASE_MARGIN = 0.1
 _ENVELOPE_KEYS = ("type", "handler", "command")
+_RELAY_TASK = "flask_commands.relay_outbox"
+# Engines of the database URLs the relay task was given, made once per worker process.
+_relay_engines: dict[str, t.Any] = {}
 
 
 def init_celery(app: Flask) -> celery.Celery:
@@ -91,6 +97,8 @@ def init_celery(app: Flask) -> celery.Celery:
         ignore_result=True,
         serializer="json",
     )(_run_command)
+    # The outbox sweep; a beat entry runs it periodically (docs/background.md).
+    celery_app.task(name=_RELAY_TASK, ignore_result=True)(_relay_outbox)
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     trace_log = logging.getLogger("celery.app.trace")
@@ -179,3 +187,31 @@ def _decode(envelope: t.Any) -> tuple[Handler[t.Any, t.Any], Command]:
     except Exception as e:
         # from_dict restores trusted data; whatever it raises, the message will never run.
         raise _Poison(f"the {kind} command does not restore: {e}") from None
+
+
+def _relay_outbox(databases: list[str] | None = None) -> int:
+    """Publish the jobs left in the outbox of ``databases`` (URLs), else the app's Flask-SQLAlchemy ones."""
+    import sqlalchemy as sa
+    from flask import current_app
+
+    from .outbox import app_engines
+    from .outbox import relay
+
+    if databases:
+        engines = [
+            _relay_engines.get(url) or _relay_engines.setdefault(url, sa.create_engine(url))
+            for url in databases
+        ]
+    else:
+        engines = app_engines(current_app._get_current_object())  # type: ignore[attr-defined]
+    celery_app = current_app.extensions["celery"]
+    published = 0
+    for engine in engines:
+        try:
+            published += relay(engine, celery_app)
+        except RuntimeError as e:
+            # The broker refused a row: the next sweep tries again.
+            published += getattr(e, "published", 0)
+    if published:
+        _log.info("Published %d job(s) from the outbox.", published)
+    return published

@@ -1,4 +1,4 @@
-"""The ``flask commands`` CLI group: list, schema, openapi, run, purge and init-db."""
+"""The ``flask commands`` CLI group: list, schema, openapi, run, purge, init-db and relay."""
 
 from __future__ import annotations
 
@@ -140,9 +140,92 @@ def purge() -> None:
 
 @commands_cli.command("init-db")
 def init_db() -> None:
-    """Create the idempotency table of a SQLAlchemy store, if missing."""
+    """Create the idempotency and outbox tables, if missing.
+
+    The idempotency table of a SQLAlchemy store, and ``commands_outbox`` in each of the app's
+    Flask-SQLAlchemy databases.
+    """
+    from .outbox import TABLE_NAME
+    from .outbox import create_tables
+
     store = app_state().store
-    if not hasattr(store, "create_table"):
-        raise click.ClickException(f"The idempotency store {store!r} has no table to create.")
-    store.create_table()
-    click.echo(f"The idempotency table {t.cast(t.Any, store).table.name!r} is ready.")
+    engines = create_tables(current_app._get_current_object())  # type: ignore[attr-defined]
+    if not hasattr(store, "create_table") and not engines:
+        raise click.ClickException(
+            f"The idempotency store {store!r} has no table to create, and the app has no"
+            " Flask-SQLAlchemy database for the outbox."
+        )
+    if hasattr(store, "create_table"):
+        store.create_table()
+        click.echo(f"The idempotency table {t.cast(t.Any, store).table.name!r} is ready.")
+    for engine in engines:
+        where = engine.url.render_as_string(hide_password=True)
+        click.echo(f"The outbox table {TABLE_NAME!r} is ready in {where}.")
+
+
+@commands_cli.command("relay")
+@click.option("--watch", is_flag=True, help="Keep relaying, a pass every --interval seconds, until stopped.")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds between passes.",
+)
+@click.option(
+    "--database",
+    "databases",
+    multiple=True,
+    help="A database URL whose outbox to relay (repeatable); the app's Flask-SQLAlchemy ones by default.",
+)
+def relay(watch: bool, interval: float, databases: tuple[str, ...]) -> None:
+    """Publish the jobs left in the outbox, oldest first.
+
+    Jobs stay in the outbox when the broker was down at commit or a process died between commit
+    and publish. Exits 1 when the broker refused a job (the rest wait for the next pass).
+    """
+    import sqlalchemy as sa
+
+    from .outbox import app_engines
+    from .outbox import relay as relay_outbox
+
+    celery_app = current_app.extensions.get("celery")
+    if celery_app is None:
+        raise click.ClickException(
+            "The app has no Celery app to publish with; call flask_commands.celery.init_celery(app) first."
+        )
+    own = [sa.create_engine(url) for url in databases]
+    engines = own or app_engines(current_app._get_current_object())  # type: ignore[attr-defined]
+    if not engines:
+        raise click.ClickException(
+            "The app has no Flask-SQLAlchemy database; name the outbox's database with --database URL."
+        )
+    try:
+        _relay_passes(engines, celery_app, relay_outbox, watch, interval)
+    finally:
+        for engine in own:
+            engine.dispose()
+
+
+def _relay_passes(
+    engines: list[t.Any], celery_app: t.Any, relay_outbox: t.Callable[..., int], watch: bool, interval: float
+) -> None:
+    import time
+
+    while True:
+        published, failed = 0, False
+        for engine in engines:
+            try:
+                published += relay_outbox(engine, celery_app)
+            except Exception as e:
+                failed = True
+                published += getattr(e, "published", 0)
+                where = engine.url.render_as_string(hide_password=True)
+                click.echo(f"Could not relay the outbox of {where}: {e}", err=True)
+        if not watch or published:
+            click.echo(f"Published {published} job{'s' if published != 1 else ''} from the outbox.")
+        if not watch:
+            if failed:
+                raise SystemExit(1)
+            return
+        time.sleep(interval)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 from flask import Flask
 from flask import Response
+from flask import current_app
 from flask import request
 
 from .cli import commands_cli
@@ -61,13 +62,18 @@ class Commands:
         _init_views(app)
 
     def create_tables(self, app: Flask | None = None) -> None:
-        """Create the idempotency table of ``app``'s SQLAlchemy store (the current app by default).
+        """Create the idempotency table of ``app``'s SQLAlchemy store (the current app by default)
+        and the outbox table ``commands_outbox`` in each of its Flask-SQLAlchemy databases.
 
-        Does nothing for a memory store. Alembic users can instead include the store's ``table``.
+        Does nothing for a memory store. Alembic users can instead include the store's ``table``
+        and ``flask_commands.outbox.table``.
         """
+        from .outbox import create_tables as create_outbox_tables
+
         store = app_state(app).store
         if hasattr(store, "create_table"):
             store.create_table()
+        create_outbox_tables(app if app is not None else current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 def _init_views(app: Flask) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import sys
 import time
@@ -40,6 +41,10 @@ _JOB_TASK = "flask_commands.run_command"
 
 # Nesting depth of handler transactions per session, kept in ``session.info``.
 _DEPTH = "_commands_depth"
+# The session of the innermost running handler: enqueue writes to its outbox (flask_commands.outbox).
+_SESSION: contextvars.ContextVar[sqlalchemy.orm.Session | None] = contextvars.ContextVar(
+    "_commands_session", default=None
+)
 
 
 class Handler(t.Generic[C, R]):
@@ -102,7 +107,7 @@ class Handler(t.Generic[C, R]):
         return _idempotent.handle(self, cmd, key if key is not None else str(cmd.id))
 
     def enqueue(self, cmd: C, *, countdown: float | None = None, eta: datetime.datetime | None = None) -> str:
-        """Send ``cmd`` to a Celery worker, which runs :meth:`handle` on it; return the task id at once.
+        """Send ``cmd`` to a Celery worker, which runs :meth:`handle` on it; return the task id.
 
         The job is a JSON envelope naming the command type, this handler and ``cmd.to_dict()``;
         its task id is ``str(cmd.id)``, so enqueueing a command twice still runs it once. It goes
@@ -110,19 +115,34 @@ class Handler(t.Generic[C, R]):
         current Flask app's ``extensions["celery"]``, or outside an app context the one that
         :func:`flask_commands.celery.init_celery` made Celery's default.
 
+        Inside a handler's unit of work on a SQLAlchemy session, the job is written to the outbox
+        table in that transaction and published right after the outermost commit; a rollback
+        sends nothing (see :mod:`flask_commands.outbox`). Elsewhere it is sent at once.
+
         :param countdown: seconds to wait before the job runs.
         :param eta: when the job runs, an aware datetime.
-        :raises RuntimeError: there is no Celery app made by ``init_celery`` to send it with.
+        :raises RuntimeError: there is no Celery app made by ``init_celery`` to send it with, or
+            the session's database has no outbox table.
         :raises TypeError: ``cmd`` is not of the handler's command type.
         """
         self._check(cmd)
         celery_app = _celery_app(self)
         envelope = {"type": type_name(type(cmd)), "handler": self.name, "command": cmd.to_dict()}
+        queue = self.queue or celery_app.conf.task_default_queue
+        session = _SESSION.get()
+        if session is not None:
+            from . import outbox
+
+            at = eta.timestamp() if eta is not None else None
+            if countdown is not None:
+                at = time.time() + countdown
+            outbox.stage(session, celery_app, task_id=str(cmd.id), queue=queue, envelope=envelope, eta=at)
+            return str(cmd.id)
         result = celery_app.send_task(
             _JOB_TASK,
             args=[envelope],
             task_id=str(cmd.id),
-            queue=self.queue or celery_app.conf.task_default_queue,
+            queue=queue,
             countdown=countdown,
             eta=eta,
             serializer="json",
@@ -206,6 +226,7 @@ class Handler(t.Generic[C, R]):
         session = t.cast("sqlalchemy.orm.Session", transaction)
         depth = session.info.get(_DEPTH, 0)
         session.info[_DEPTH] = depth + 1
+        token = _SESSION.set(session)
         try:
             if depth:
                 # Inside another handler: a savepoint, so our failure does not undo its work.
@@ -219,6 +240,7 @@ class Handler(t.Generic[C, R]):
                     session.rollback()
                     raise
         finally:
+            _SESSION.reset(token)
             session.info[_DEPTH] = depth
 
 

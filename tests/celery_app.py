@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 import typing as t
+import uuid
 
 import sqlalchemy as sa
 import sqlalchemy.orm
@@ -189,6 +190,28 @@ def slow(cmd: Job) -> None:
     _effect(cmd)
     if run == 1:
         time.sleep(cmd.sleep)
+
+
+@handler(Job, transaction=Session)
+def needs_parent(cmd: Job) -> None:
+    """Fail unless the effect of the command whose id starts with ``label`` has committed."""
+    _ran("needs_parent", cmd)
+    parent_effects = sa.select(sa.func.count()).where(tables.effects.c.command_id.startswith(cmd.label))
+    if not Session.execute(parent_effects).scalar_one():
+        raise RuntimeError(f"the effect of {cmd.label}... has not committed")
+    _effect(cmd)
+
+
+@handler(Job, transaction=Session)
+def parent(cmd: Job) -> None:
+    """Write the effect, enqueue ``needs_parent`` in the transaction, then sleep before committing.
+
+    The child's id is ``uuid5(cmd.id, "child")``, so the test can find it.
+    """
+    _ran("parent", cmd)
+    _effect(cmd)
+    needs_parent.enqueue(Job(id=uuid.uuid5(cmd.id, "child"), label=str(cmd.id)[:20]))
+    time.sleep(cmd.sleep)
 
 
 @celery_signals.task_postrun.connect

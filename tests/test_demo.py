@@ -18,13 +18,13 @@ from werkzeug.test import TestResponse
 from demo_app import create_app
 from demo_app.commands import AddTodo
 from demo_app.commands import RunClearCompleted
-from demo_app.handlers import JobNotCommitted
 from demo_app.handlers import add_todo
 from demo_app.handlers import clear_completed
 from demo_app.models import Activity
 from demo_app.models import Job
 from demo_app.models import Todo
 from demo_app.models import db
+from flask_commands import Rejected
 from flask_commands.idempotency.sql import SQLAlchemyStore
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
@@ -172,10 +172,11 @@ def test_add_todo_handler_records_the_change(demo: flask.Flask) -> None:
         assert [c.kind for c in result.changes] == ["TodoAdded", "TodoCompleted"]
 
 
-def test_clear_completed_job_without_its_row_is_a_fault(demo: flask.Flask) -> None:
-    # The request that records the job may not have committed yet: the job fails and is retried.
-    with demo.app_context(), pytest.raises(JobNotCommitted):
+def test_clear_completed_job_without_its_row_is_rejected(demo: flask.Flask) -> None:
+    # The job is published only after its row committed (the outbox): no row means no such job.
+    with demo.app_context(), pytest.raises(Rejected) as info:
         clear_completed(RunClearCompleted(actor="worker"))
+    assert info.value.code == "no_job"
 
 
 # The board

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "state": 3,
     "_idempotent": 4,
     "handler": 5,
+    "outbox": 5,
     "_body": 5,
     "views": 5,
     "_error_handlers": 5,
