@@ -1,0 +1,409 @@
+"""OpenTelemetry from the signals: the spans, attributes and metric points of every outcome and transport.
+
+The ``telemetry`` fixture instruments with an SDK tracer provider (in-memory span exporter) and
+meter provider (in-memory metric reader), and uninstruments afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+import typing as t
+import uuid
+
+import flask
+import jinja2
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace import StatusCode
+from wtforms import validators as v
+
+from flask_commands import Command
+from flask_commands import Commands
+from flask_commands import Conflict
+from flask_commands import Rejected
+from flask_commands import command_view
+from flask_commands import field
+from flask_commands import handler
+from flask_commands import otel
+from flask_commands import signals
+
+
+class OtelNote(Command):
+    """The command of every test here."""
+
+    title: str = field(validators=[v.InputRequired(), v.Length(max=20)])
+
+
+@handler(OtelNote)
+def add_note(cmd: OtelNote) -> str:
+    if cmd.title == "taken":
+        raise Conflict("A note with that title exists.", code="duplicate_title")
+    if cmd.title == "forbidden":
+        raise Rejected("Forbidden is not a title.", code="forbidden_title")
+    if cmd.title == "boom":
+        raise RuntimeError(f"the database is on fire at {cmd.title}")
+    if cmd.title == "nested":
+        inner(OtelInner(title="inner"))
+    return cmd.title
+
+
+class OtelInner(Command):
+    """The command of a handler that another handler calls."""
+
+    title: str
+
+
+@handler(OtelInner)
+def inner(cmd: OtelInner) -> str:
+    return cmd.title
+
+
+FORM = '{% from "commands/macros.html" import render_form %}{{ render_form(form) }}'
+
+
+@dataclasses.dataclass
+class Telemetry:
+    """What the SDK recorded: finished spans and metric points."""
+
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    tracer_provider: TracerProvider
+
+    def spans(self, name: str | None = None) -> list[ReadableSpan]:
+        return [s for s in self.exporter.get_finished_spans() if name is None or s.name == name]
+
+    def span(self, name: str) -> ReadableSpan:
+        found = self.spans(name)
+        assert len(found) == 1, [s.name for s in self.spans()]
+        return found[0]
+
+    def points(self, metric: str) -> list[t.Any]:
+        data = self.reader.get_metrics_data()
+        found = []
+        for resource in data.resource_metrics if data is not None else []:
+            for scope in resource.scope_metrics:
+                for m in scope.metrics:
+                    if m.name == metric:
+                        found.extend(m.data.data_points)
+        return found
+
+    def point(self, metric: str, **attributes: t.Any) -> t.Any:
+        matching = [p for p in self.points(metric) if dict(p.attributes) == attributes]
+        assert len(matching) == 1, [dict(p.attributes) for p in self.points(metric)]
+        return matching[0]
+
+
+@pytest.fixture
+def telemetry() -> t.Iterator[Telemetry]:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    otel.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    yield Telemetry(exporter, reader, tracer_provider)
+    otel.uninstrument()
+    meter_provider.shutdown()
+    tracer_provider.shutdown()
+
+
+def make_app() -> flask.Flask:
+    app = flask.Flask(__name__)
+    app.config["TESTING"] = True
+    app.secret_key = "test"
+    app.jinja_loader = jinja2.DictLoader({"form.html": FORM})
+    Commands(app)
+
+    @app.route("/notes", methods=["GET", "POST"])
+    @command_view(OtelNote, add_note, template="form.html")
+    def new_note(result: str, cmd: OtelNote) -> flask.typing.ResponseReturnValue:
+        return result, 201
+
+    return app
+
+
+@pytest.fixture
+def client() -> flask.testing.FlaskClient:
+    return make_app().test_client()
+
+
+def _post(client: flask.testing.FlaskClient, title: str, **kw: t.Any) -> flask.testing.TestResponse:
+    return client.post("/notes", data={"title": title}, **kw)
+
+
+# Outcomes.
+
+
+def test_otel_ok_span(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    assert _post(client, "milk").status_code == 201
+    span = telemetry.span("handle OtelNote")
+    assert span.kind is SpanKind.INTERNAL
+    assert span.status.status_code is StatusCode.UNSET
+    attributes = dict(span.attributes or {})
+    command_id = attributes.pop(otel.COMMAND_ID)
+    assert uuid.UUID(str(command_id))
+    assert attributes == {
+        "code.function.name": "test_otel.add_note",
+        "flask_commands.command.name": "OtelNote",
+        "flask_commands.transport": "html",
+        "flask_commands.outcome": "ok",
+    }
+
+
+def test_otel_ok_duration_point(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    _post(client, "milk")
+    point = telemetry.point(
+        "flask_commands.command.duration",
+        **{
+            "flask_commands.command.name": "OtelNote",
+            "flask_commands.outcome": "ok",
+            "flask_commands.transport": "html",
+        },
+    )
+    assert point.count == 1
+    assert tuple(point.explicit_bounds) == otel.DURATION_BUCKETS
+
+
+def test_otel_conflict(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    assert _post(client, "taken").status_code == 409
+    span = telemetry.span("handle OtelNote")
+    assert span.attributes is not None
+    assert span.attributes["flask_commands.outcome"] == "conflict"
+    assert span.attributes["flask_commands.code"] == "duplicate_title"
+    assert span.status.status_code is StatusCode.UNSET  # a refusal is no fault
+    point = telemetry.points("flask_commands.command.duration")[0]
+    assert point.attributes["flask_commands.outcome"] == "conflict"
+
+
+def test_otel_rejected(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    assert _post(client, "forbidden").status_code == 422
+    span = telemetry.span("handle OtelNote")
+    assert span.attributes is not None
+    assert span.attributes["flask_commands.outcome"] == "rejected"
+    assert span.attributes["flask_commands.code"] == "forbidden_title"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_otel_error(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    with pytest.raises(RuntimeError):
+        _post(client, "boom")
+    span = telemetry.span("handle OtelNote")
+    assert span.attributes is not None
+    assert span.attributes["flask_commands.outcome"] == "error"
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "RuntimeError"
+    (event,) = span.events
+    assert event.name == "exception"
+    assert event.attributes is not None
+    assert event.attributes["exception.type"] == "RuntimeError"
+    assert "add_note" in str(event.attributes["exception.stacktrace"])
+    point = telemetry.points("flask_commands.command.duration")[0]
+    assert point.attributes["error.type"] == "RuntimeError"
+    assert point.attributes["flask_commands.outcome"] == "error"
+
+
+def test_otel_error_message_not_recorded(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    # The message quotes a field value (as a database error quotes its parameters).
+    with pytest.raises(RuntimeError):
+        _post(client, "boom")
+    assert "fire at boom" not in json.dumps([json.loads(s.to_json()) for s in telemetry.spans()])
+
+
+def test_otel_invalid(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    assert _post(client, "x" * 30).status_code == 422
+    span = telemetry.span("handle OtelNote")
+    assert dict(span.attributes or {}) == {
+        "flask_commands.command.name": "OtelNote",
+        "flask_commands.outcome": "invalid",
+        "flask_commands.transport": "html",
+    }
+    assert span.status.status_code is StatusCode.UNSET
+    assert (
+        telemetry.point(
+            "flask_commands.build.invalid",
+            **{"flask_commands.command.name": "OtelNote", "flask_commands.transport": "html"},
+        ).value
+        == 1
+    )
+    point = telemetry.points("flask_commands.command.duration")[0]
+    assert point.attributes["flask_commands.outcome"] == "invalid"
+
+
+def test_otel_keyed_run_is_a_miss(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    _post(client, "milk", headers={"Idempotency-Key": "k1"})
+    assert telemetry.span("handle OtelNote").attributes["flask_commands.idempotency.result"] == "miss"  # type: ignore[index]
+
+
+def test_otel_form_id_run_is_a_miss(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    client.post("/notes", data={"title": "milk", "id": str(uuid.uuid4())})
+    assert telemetry.span("handle OtelNote").attributes["flask_commands.idempotency.result"] == "miss"  # type: ignore[index]
+
+
+def test_otel_unkeyed_run_has_no_idempotency_result(
+    telemetry: Telemetry, client: flask.testing.FlaskClient
+) -> None:
+    _post(client, "milk")
+    assert "flask_commands.idempotency.result" not in telemetry.span("handle OtelNote").attributes  # type: ignore[operator]
+
+
+def test_otel_replayed(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    command_id = str(uuid.uuid4())
+    client.post("/notes", data={"title": "milk", "id": command_id})
+    replay = client.post("/notes", data={"title": "milk", "id": command_id})
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    _first, second = telemetry.spans("handle OtelNote")
+    assert second.attributes is not None
+    assert dict(second.attributes) == {
+        "code.function.name": "test_otel.add_note",
+        "flask_commands.command.name": "OtelNote",
+        "flask_commands.command.id": command_id,
+        "flask_commands.transport": "html",
+        "flask_commands.outcome": "replayed",
+        "flask_commands.idempotency.result": "replay",
+    }
+    replays = telemetry.point(
+        "flask_commands.idempotency.replays",
+        **{"flask_commands.command.name": "OtelNote", "flask_commands.transport": "html"},
+    )
+    assert replays.value == 1
+
+
+def test_otel_never_key_nor_values(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    for _ in range(2):
+        _post(client, "secret-title", headers={"Idempotency-Key": "secret-key"})
+    _post(client, "secret-title-" + "x" * 30)
+    recorded = json.dumps([json.loads(s.to_json()) for s in telemetry.spans()])
+    recorded += repr(telemetry.reader.get_metrics_data())
+    assert "secret" not in recorded
+
+
+def test_otel_nested_handler_is_a_child(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    _post(client, "nested", headers={"Idempotency-Key": "k2"})
+    inner_span = telemetry.span("handle OtelInner")
+    outer_span = telemetry.span("handle OtelNote")
+    assert inner_span.parent is not None
+    assert inner_span.parent.span_id == outer_span.context.span_id
+    assert inner_span.attributes["code.function.name"] == "test_otel.inner"  # type: ignore[index]
+    # Only the outermost run is the one the key was claimed for.
+    assert "flask_commands.idempotency.result" not in inner_span.attributes  # type: ignore[operator]
+    assert outer_span.attributes["flask_commands.idempotency.result"] == "miss"  # type: ignore[index]
+
+
+# Transports.
+
+
+def test_otel_transport_htmx(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    _post(client, "milk", headers={"HX-Request": "true"})
+    assert telemetry.span("handle OtelNote").attributes["flask_commands.transport"] == "htmx"  # type: ignore[index]
+
+
+def test_otel_transport_json(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    client.post("/notes", json={"title": "milk"})
+    assert telemetry.span("handle OtelNote").attributes["flask_commands.transport"] == "json"  # type: ignore[index]
+
+
+def test_otel_transport_json_invalid(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    client.post("/notes", json={"title": ""})
+    assert telemetry.span("handle OtelNote").attributes["flask_commands.transport"] == "json"  # type: ignore[index]
+
+
+def test_otel_transport_cli(telemetry: Telemetry) -> None:
+    app = make_app()
+    result = app.test_cli_runner().invoke(args=["commands", "run", "OtelNote", "--data", '{"title": "milk"}'])
+    assert result.exit_code == 0, result.output
+    span = telemetry.span("handle OtelNote")
+    assert span.attributes["flask_commands.transport"] == "cli"  # type: ignore[index]
+    assert span.attributes["flask_commands.outcome"] == "ok"  # type: ignore[index]
+
+
+def test_otel_transport_plain_call(telemetry: Telemetry) -> None:
+    assert add_note(OtelNote(title="milk")) == "milk"
+    assert telemetry.span("handle OtelNote").attributes["flask_commands.transport"] == "cli"  # type: ignore[index]
+
+
+# Switching on and off.
+
+
+def test_otel_uninstrument_leaves_no_receiver() -> None:
+    import celery.signals
+
+    celery_signals = [
+        celery.signals.before_task_publish,
+        celery.signals.after_task_publish,
+        celery.signals.task_prerun,
+        celery.signals.task_retry,
+        celery.signals.task_postrun,
+        celery.signals.task_rejected,
+    ]
+    before = [len(s.receivers) for s in celery_signals]
+    otel.instrument(tracer_provider=TracerProvider())
+    assert all(s.receivers for s in signals._ALL)
+    assert [len(s.receivers) for s in celery_signals] == [n + 1 for n in before]
+    otel.uninstrument()
+    assert [s.name for s in signals._ALL if s.receivers] == []
+    assert [len(s.receivers) for s in celery_signals] == before
+
+
+def test_otel_instrument_twice_connects_once(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    otel.instrument()
+    _post(client, "milk")
+    assert len(telemetry.spans("handle OtelNote")) == 1
+
+
+def test_otel_config_instruments() -> None:
+    app = flask.Flask(__name__)
+    app.config["COMMANDS_OTEL"] = True
+    try:
+        Commands(app)
+        assert signals.handle_started.receivers
+    finally:
+        otel.uninstrument()
+    assert not signals.handle_started.receivers
+
+
+def test_otel_not_imported_without_it(tmp_path: t.Any) -> None:
+    # A fresh interpreter: the suite itself has imported OpenTelemetry.
+    script = textwrap.dedent(
+        """
+        import sys
+        import flask
+        from flask_commands import Command, Commands, command_view, handler, signals
+
+        class OtelNote(Command):
+            title: str
+
+        @handler(OtelNote)
+        def add_note(cmd):
+            return cmd.title
+
+        app = flask.Flask(__name__)
+        Commands(app)
+
+        @app.route("/notes", methods=["POST"])
+        @command_view(OtelNote, add_note)
+        def new_note(result, cmd):
+            return result, 201
+
+        response = app.test_client().post("/notes", json={"title": "milk"})
+        assert response.status_code == 201, response.data
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry")
+        receivers = [s.name for s in signals._ALL if s.receivers]
+        print(repr((loaded, receivers)))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "([], [])"
