@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 import typing as t
 import uuid
 
@@ -320,9 +321,11 @@ def test_otel_transport_json_invalid(telemetry: Telemetry, client: flask.testing
 
 def test_otel_transport_cli(telemetry: Telemetry) -> None:
     app = make_app()
-    result = app.test_cli_runner().invoke(args=["commands", "run", "OtelNote", "--data", '{"title": "milk"}'])
+    result = app.test_cli_runner().invoke(
+        args=["commands", "run", "OtelInner", "--data", '{"title": "milk"}']
+    )
     assert result.exit_code == 0, result.output
-    span = telemetry.span("handle OtelNote")
+    span = telemetry.span("handle OtelInner")
     assert span.attributes["flask_commands.transport"] == "cli"  # type: ignore[index]
     assert span.attributes["flask_commands.outcome"] == "ok"  # type: ignore[index]
 
@@ -407,3 +410,185 @@ def test_otel_not_imported_without_it(tmp_path: t.Any) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "([], [])"
+
+
+# Jobs, run by a Celery worker in a thread of this process on Celery's in-memory broker.
+
+
+class OtelJob(Command):
+    """The command of the jobs here."""
+
+    title: str
+    #: ``job_note`` fails this many runs before it succeeds.
+    failures: int = 0
+
+
+JOB_RUNS: dict[str, int] = {}
+
+
+@handler(OtelJob, max_attempts=3, backoff=0.01)
+def job_note(cmd: OtelJob) -> None:
+    runs = JOB_RUNS[str(cmd.id)] = JOB_RUNS.get(str(cmd.id), 0) + 1
+    if runs <= cmd.failures:
+        raise RuntimeError(f"failure {runs}")
+    if cmd.title == "taken":
+        raise Conflict("A job with that title exists.", code="duplicate_title")
+
+
+@handler(OtelNote)
+def enqueue_note(cmd: OtelNote) -> str:
+    job_note.enqueue(OtelJob(title=cmd.title))
+    return cmd.title
+
+
+def _parent(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def _wait_for(telemetry: Telemetry, name: str, count: int = 1) -> list[ReadableSpan]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = telemetry.spans(name)
+        if len(found) >= count:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"no {count} {name!r} spans within 20 s: {[s.name for s in telemetry.spans()]}")
+
+
+@pytest.fixture(scope="module")
+def worker_app() -> t.Iterator[flask.Flask]:
+    from celery.contrib.testing.worker import start_worker
+
+    from flask_commands.celery import init_celery
+
+    app = make_app()
+
+    @app.route("/enqueue", methods=["POST"])
+    @command_view(OtelNote, enqueue_note)
+    def enqueue(result: str, cmd: OtelNote) -> flask.typing.ResponseReturnValue:
+        return result, 202
+
+    app.config["CELERY"] = {
+        "broker_url": "memory://",
+        "broker_transport_options": {"polling_interval": 0.02},
+        "task_default_queue": "otel",
+    }
+    celery_app = init_celery(app)
+    with start_worker(celery_app, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=20):
+        yield app
+    celery_app.set_default()
+
+
+def test_otel_job_spans(telemetry: Telemetry, worker_app: flask.Flask) -> None:
+    assert worker_app.test_client().post("/enqueue", json={"title": "milk"}).status_code == 202
+    (handle_job,) = _wait_for(telemetry, "handle OtelJob")
+    (process,) = _wait_for(telemetry, "process otel")
+    send = telemetry.span("send otel")
+    request_handle = telemetry.span("handle OtelNote")
+    assert len({s.context.trace_id for s in (request_handle, send, process, handle_job)}) == 1
+    assert send.kind is SpanKind.PRODUCER
+    assert _parent(send) == request_handle.context.span_id
+    assert process.kind is SpanKind.CONSUMER
+    assert _parent(process) == send.context.span_id
+    assert _parent(handle_job) == process.context.span_id
+    command_id = handle_job.attributes["flask_commands.command.id"]  # type: ignore[index]
+    assert dict(send.attributes or {}) == {
+        "messaging.operation.type": "send",
+        "messaging.destination.name": "otel",
+        "messaging.message.id": command_id,
+        "flask_commands.transport": "json",
+        "flask_commands.command.name": "OtelJob",
+        "flask_commands.command.id": command_id,
+        "code.function.name": "test_otel.job_note",
+        "flask_commands.attempt": 1,
+    }
+    assert dict(handle_job.attributes or {}) == {
+        "code.function.name": "test_otel.job_note",
+        "flask_commands.command.name": "OtelJob",
+        "flask_commands.command.id": command_id,
+        "flask_commands.transport": "job",
+        "flask_commands.attempt": 1,
+        "flask_commands.idempotency.result": "miss",
+        "flask_commands.outcome": "ok",
+    }
+    assert dict(process.attributes or {}) == {
+        "messaging.operation.type": "process",
+        "messaging.destination.name": "otel",
+        "messaging.message.id": command_id,
+        **dict(handle_job.attributes or {}),
+    }
+    point = telemetry.point(
+        "flask_commands.command.duration",
+        **{
+            "flask_commands.command.name": "OtelJob",
+            "flask_commands.outcome": "ok",
+            "flask_commands.transport": "job",
+        },
+    )
+    assert point.count == 1
+
+
+def test_otel_job_retried(telemetry: Telemetry, worker_app: flask.Flask) -> None:
+    with worker_app.app_context():
+        job_note.enqueue(OtelJob(title="milk", failures=1))
+    first, second = _wait_for(telemetry, "process otel", 2)
+    assert first.attributes["flask_commands.attempt"] == 1  # type: ignore[index]
+    assert first.attributes["flask_commands.outcome"] == "error"  # type: ignore[index]
+    assert first.attributes["error.type"] == "RuntimeError"  # type: ignore[index]
+    assert first.status.status_code is StatusCode.ERROR
+    assert second.attributes["flask_commands.attempt"] == 2  # type: ignore[index]
+    assert second.attributes["flask_commands.outcome"] == "ok"  # type: ignore[index]
+    assert second.context.trace_id == first.context.trace_id
+    retries = telemetry.point(
+        "flask_commands.job.retries",
+        **{"flask_commands.command.name": "OtelJob", "error.type": "RuntimeError"},
+    )
+    assert retries.value == 1
+
+
+def test_otel_job_conflict(telemetry: Telemetry, worker_app: flask.Flask) -> None:
+    with worker_app.app_context():
+        job_note.enqueue(OtelJob(title="taken"))
+    (process,) = _wait_for(telemetry, "process otel")
+    assert process.attributes["flask_commands.outcome"] == "conflict"  # type: ignore[index]
+    assert process.attributes["flask_commands.code"] == "duplicate_title"  # type: ignore[index]
+    assert process.status.status_code is StatusCode.UNSET
+
+
+def test_otel_job_replayed(telemetry: Telemetry, worker_app: flask.Flask) -> None:
+    cmd = OtelJob(title="milk")
+    with worker_app.app_context():
+        job_note.enqueue(cmd)
+        _wait_for(telemetry, "process otel")
+        job_note.enqueue(cmd)
+    _first, second = _wait_for(telemetry, "process otel", 2)
+    assert second.attributes["flask_commands.outcome"] == "replayed"  # type: ignore[index]
+    assert second.attributes["flask_commands.idempotency.result"] == "replay"  # type: ignore[index]
+    replays = telemetry.point(
+        "flask_commands.idempotency.replays",
+        **{"flask_commands.command.name": "OtelJob", "flask_commands.transport": "job"},
+    )
+    assert replays.value == 1
+
+
+def test_otel_job_mismatch(telemetry: Telemetry, worker_app: flask.Flask) -> None:
+    cmd = OtelJob(title="milk")
+    with worker_app.app_context():
+        job_note.enqueue(cmd)
+        _wait_for(telemetry, "process otel")
+        job_note.enqueue(dataclasses.replace(cmd, title="tea"))
+    _first, second = _wait_for(telemetry, "process otel", 2)
+    assert second.attributes["flask_commands.outcome"] == "rejected"  # type: ignore[index]
+    assert second.attributes["flask_commands.code"] == "idempotency_key_reused"  # type: ignore[index]
+    assert second.attributes["flask_commands.idempotency.result"] == "mismatch"  # type: ignore[index]
+
+
+def test_otel_job_poison(telemetry: Telemetry, worker_app: flask.Flask) -> None:
+    celery_app = worker_app.extensions["celery"]
+    celery_app.send_task("flask_commands.run_command", args=["not json"], queue="otel")
+    (process,) = _wait_for(telemetry, "process otel")
+    assert process.status.status_code is StatusCode.ERROR
+    assert process.attributes["flask_commands.outcome"] == "invalid"  # type: ignore[index]
+    assert process.attributes["error.type"] == "celery.exceptions.Reject"  # type: ignore[index]
+    rejected = telemetry.point("flask_commands.job.rejected", **{"messaging.destination.name": "otel"})
+    assert rejected.value == 1
