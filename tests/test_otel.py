@@ -79,6 +79,7 @@ class Telemetry:
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
     tracer_provider: TracerProvider
+    meter_provider: MeterProvider
 
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
         return [s for s in self.exporter.get_finished_spans() if name is None or s.name == name]
@@ -112,7 +113,7 @@ def telemetry() -> t.Iterator[Telemetry]:
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
     otel.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    yield Telemetry(exporter, reader, tracer_provider)
+    yield Telemetry(exporter, reader, tracer_provider, meter_provider)
     otel.uninstrument()
     meter_provider.shutdown()
     tracer_provider.shutdown()
@@ -455,12 +456,8 @@ def _wait_for(telemetry: Telemetry, name: str, count: int = 1) -> list[ReadableS
     raise AssertionError(f"no {count} {name!r} spans within 20 s: {[s.name for s in telemetry.spans()]}")
 
 
-@pytest.fixture(scope="module")
-def worker_app() -> t.Iterator[flask.Flask]:
-    from celery.contrib.testing.worker import start_worker
-
-    from flask_commands.celery import init_celery
-
+def web_app(worker_app: flask.Flask) -> flask.Flask:
+    """A new app whose ``/enqueue`` view enqueues a job for ``worker_app``'s worker."""
     app = make_app()
 
     @app.route("/enqueue", methods=["POST"])
@@ -468,6 +465,17 @@ def worker_app() -> t.Iterator[flask.Flask]:
     def enqueue(result: str, cmd: OtelNote) -> flask.typing.ResponseReturnValue:
         return result, 202
 
+    app.extensions["celery"] = worker_app.extensions["celery"]
+    return app
+
+
+@pytest.fixture(scope="module")
+def worker_app() -> t.Iterator[flask.Flask]:
+    from celery.contrib.testing.worker import start_worker
+
+    from flask_commands.celery import init_celery
+
+    app = make_app()
     app.config["CELERY"] = {
         "broker_url": "memory://",
         "broker_transport_options": {"polling_interval": 0.02},
@@ -480,7 +488,7 @@ def worker_app() -> t.Iterator[flask.Flask]:
 
 
 def test_otel_job_spans(telemetry: Telemetry, worker_app: flask.Flask) -> None:
-    assert worker_app.test_client().post("/enqueue", json={"title": "milk"}).status_code == 202
+    assert web_app(worker_app).test_client().post("/enqueue", json={"title": "milk"}).status_code == 202
     (handle_job,) = _wait_for(telemetry, "handle OtelJob")
     (process,) = _wait_for(telemetry, "process otel")
     send = telemetry.span("send otel")
@@ -592,3 +600,55 @@ def test_otel_job_poison(telemetry: Telemetry, worker_app: flask.Flask) -> None:
     assert process.attributes["error.type"] == "celery.exceptions.Reject"  # type: ignore[index]
     rejected = telemetry.point("flask_commands.job.rejected", **{"messaging.destination.name": "otel"})
     assert rejected.value == 1
+
+
+# With opentelemetry-instrumentation-flask and -celery: our spans nest under theirs, no duplicates.
+
+
+@pytest.mark.parametrize("celery_first", [False, True], ids=["ours_first", "theirs_first"])
+def test_otel_with_flask_and_celery_instrumentation(
+    telemetry: Telemetry, worker_app: flask.Flask, celery_first: bool
+) -> None:
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    provider = telemetry.tracer_provider
+    if celery_first:
+        otel.uninstrument()
+        CeleryInstrumentor().instrument(tracer_provider=provider)
+        otel.instrument(tracer_provider=provider, meter_provider=telemetry.meter_provider)
+    else:
+        CeleryInstrumentor().instrument(tracer_provider=provider)
+    web = web_app(worker_app)
+    FlaskInstrumentor().instrument_app(web, tracer_provider=provider)
+    try:
+        assert web.test_client().post("/enqueue", json={"title": "milk"}).status_code == 202
+        (handle_job,) = _wait_for(telemetry, "handle OtelJob")
+        (consumer,) = _wait_for(telemetry, "run/flask_commands.run_command")
+    finally:
+        FlaskInstrumentor().uninstrument_app(web)
+        CeleryInstrumentor().uninstrument()
+    server = telemetry.span("POST /enqueue")
+    handle_request = telemetry.span("handle OtelNote")
+    producer = telemetry.span("apply_async/flask_commands.run_command")
+    names = sorted(s.name for s in telemetry.spans())
+    assert names == sorted(
+        [
+            "POST /enqueue",
+            "handle OtelNote",
+            "apply_async/flask_commands.run_command",
+            "run/flask_commands.run_command",
+            "handle OtelJob",
+        ]
+    )
+    assert len({s.context.trace_id for s in telemetry.spans()}) == 1
+    assert _parent(handle_request) == server.context.span_id
+    assert _parent(producer) == handle_request.context.span_id
+    assert _parent(consumer) == producer.context.span_id
+    assert _parent(handle_job) == consumer.context.span_id
+    command_id = handle_job.attributes["flask_commands.command.id"]  # type: ignore[index]
+    assert producer.attributes["flask_commands.command.id"] == command_id  # type: ignore[index]
+    assert producer.attributes["flask_commands.transport"] == "json"  # type: ignore[index]
+    assert consumer.attributes["flask_commands.outcome"] == "ok"  # type: ignore[index]
+    assert consumer.attributes["flask_commands.attempt"] == 1  # type: ignore[index]
+    assert consumer.attributes["flask_commands.transport"] == "job"  # type: ignore[index]
