@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import pathlib
+import signal
 import subprocess
 import sys
 import textwrap
@@ -652,3 +655,98 @@ def test_otel_with_flask_and_celery_instrumentation(
     assert consumer.attributes["flask_commands.outcome"] == "ok"  # type: ignore[index]
     assert consumer.attributes["flask_commands.attempt"] == 1  # type: ignore[index]
     assert consumer.attributes["flask_commands.transport"] == "job"  # type: ignore[index]
+
+
+# A real worker process on Redis: the job's spans join the request's trace.
+
+
+def _redis_celery(broker: str, queue: str) -> dict[str, t.Any]:
+    return {
+        "broker_url": broker,
+        "task_default_queue": queue,
+        "broker_transport_options": {"global_keyprefix": f"{queue}:"},
+        "worker_enable_remote_control": False,
+    }
+
+
+def _worker_app(broker: str, queue: str, spans: str) -> t.Any:
+    """The worker's side (``celery -A test_otel:celery_app``): it writes each span as a JSON line."""
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    from flask_commands.celery import init_celery
+
+    provider = TracerProvider()
+    out = open(spans, "a", encoding="utf-8")  # noqa: SIM115 (open while the worker lives)
+    formatter = lambda span: json.dumps(json.loads(span.to_json())) + "\n"  # noqa: E731
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=formatter)))
+    otel.instrument(tracer_provider=provider)
+    app = make_app()
+    app.config["CELERY"] = _redis_celery(broker, queue)
+    return init_celery(app)
+
+
+if "COMMANDS_OTEL_WORKER_QUEUE" in os.environ:
+    celery_app = _worker_app(
+        os.environ["COMMANDS_OTEL_WORKER_BROKER"],
+        os.environ["COMMANDS_OTEL_WORKER_QUEUE"],
+        os.environ["COMMANDS_OTEL_WORKER_SPANS"],
+    )
+
+
+def test_otel_job_on_redis_worker_shares_the_request_trace(
+    telemetry: Telemetry, tmp_path: pathlib.Path
+) -> None:
+    from conftest import require_service
+
+    from flask_commands.celery import init_celery
+
+    broker = require_service("redis")
+    queue = f"otel-{uuid.uuid4().hex[:12]}"
+    spans = tmp_path / "spans.jsonl"
+    spans.touch()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(pathlib.Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+        "COMMANDS_OTEL_WORKER_BROKER": broker,
+        "COMMANDS_OTEL_WORKER_QUEUE": queue,
+        "COMMANDS_OTEL_WORKER_SPANS": str(spans),
+    }
+    command = [sys.executable, "-m", "celery", "-A", "test_otel:celery_app", "worker", "--pool=solo"]
+    command += [
+        "-Q",
+        queue,
+        "-n",
+        f"{queue}@%h",
+        "--without-mingle",
+        "--without-gossip",
+        "--without-heartbeat",
+    ]
+    worker = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        web = make_app()
+
+        @web.route("/enqueue", methods=["POST"])
+        @command_view(OtelNote, enqueue_note)
+        def enqueue(result: str, cmd: OtelNote) -> flask.typing.ResponseReturnValue:
+            return result, 202
+
+        web.config["CELERY"] = _redis_celery(broker, queue)
+        init_celery(web)
+        assert web.test_client().post("/enqueue", json={"title": "milk"}).status_code == 202
+        request_trace = f"0x{telemetry.span('handle OtelNote').context.trace_id:032x}"
+        deadline = time.monotonic() + 30
+        found: dict[str, dict[str, t.Any]] = {}
+        while time.monotonic() < deadline and "handle OtelJob" not in found:
+            assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
+            found = {s["name"]: s for s in map(json.loads, spans.read_text().splitlines())}
+            time.sleep(0.1)
+        assert sorted(found) == sorted([f"process {queue}", "handle OtelJob"]), found
+        assert {s["context"]["trace_id"] for s in found.values()} == {request_trace}
+        send = telemetry.span(f"send {queue}")
+        assert found[f"process {queue}"]["parent_id"] == f"0x{send.context.span_id:016x}"
+        assert found["handle OtelJob"]["attributes"]["flask_commands.outcome"] == "ok"
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.communicate(timeout=30)
