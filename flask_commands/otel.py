@@ -83,6 +83,7 @@ class _Run:
     span: trace.Span
     token: Token[otel_context.Context]
     outermost: bool
+    transport: Transport
 
 
 @dataclasses.dataclass(slots=True)
@@ -242,7 +243,7 @@ class _Instrumentation:
             f"handle {type(command).__name__}", kind=SpanKind.INTERNAL, attributes=attributes
         )
         token = otel_context.attach(trace.set_span_in_context(span))
-        _runs.set((*stack, _Run(command, span, token, outermost)))
+        _runs.set((*stack, _Run(command, span, token, outermost, transport)))
 
     def _handle_finished(
         self,
@@ -292,16 +293,15 @@ class _Instrumentation:
             _record_fault(span, exception)
         otel_context.detach(run.token)
         span.end()
-        job = _job.get()
-        transport = _transport(job)
         point: dict[str, AttributeValue] = {
             COMMAND_NAME: type(command).__name__,
             OUTCOME: finished[OUTCOME],
-            TRANSPORT: transport,
+            TRANSPORT: run.transport,
         }
         if ERROR_TYPE in finished:
             point[ERROR_TYPE] = finished[ERROR_TYPE]
         self.duration.record(duration, point)
+        job = _job.get() if run.transport == "job" else None
         if job is not None and run.outermost:
             self._annotate_job(job, finished, exception)
 
