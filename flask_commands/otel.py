@@ -12,6 +12,7 @@ field values may be personal data, and a key replays a stored response to whoeve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import importlib.util
 import sys
@@ -67,7 +68,7 @@ _JOB_TASK = "flask_commands.run_command"
 _SCOPE = "flask_commands"
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-_G_ID_SENT = "_commands_otel_id_sent"
+_ENV_ID_SENT = "flask_commands.otel.id_sent"  # in the WSGI environ: per request
 _CELERY_INSTRUMENTATION = "opentelemetry.instrumentation.celery"
 # The codes flask_commands gives the refusals it raises itself, never the handler.
 _IN_PROGRESS = "in_progress"
@@ -202,7 +203,7 @@ class _Instrumentation:
                 sent = bool(data.get("id"))
             except Exception:
                 sent = False
-            setattr(flask.g, _G_ID_SENT, sent)
+            flask.request.environ[_ENV_ID_SENT] = sent
 
     def _build_finished(
         self, sender: type[Command], *, errors: t.Any = None, duration: float = 0.0, **kwargs: t.Any
@@ -240,7 +241,7 @@ class _Instrumentation:
             elif transport != "cli" and _keyed_request():
                 attributes[IDEMPOTENCY_RESULT] = "miss"
         span = self.tracer.start_span(
-            f"handle {type(command).__name__}", kind=SpanKind.INTERNAL, attributes=attributes
+            _span_name(type(command)), kind=SpanKind.INTERNAL, attributes=attributes
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         _runs.set((*stack, _Run(command, span, token, outermost, transport)))
@@ -519,19 +520,28 @@ def _transport(job: _Job | None = None) -> Transport:
         return "job"
     if not flask.has_request_context():
         return "cli"
-    request = flask.request
-    if request.mimetype in _FORM_TYPES:
-        return "htmx" if request.headers.get("HX-Request") == "true" else "html"
+    # The WSGI environ rather than request.mimetype and headers: this runs on every command.
+    environ = flask.request.environ
+    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    if mimetype in _FORM_TYPES:
+        return "htmx" if environ.get("HTTP_HX_REQUEST") == "true" else "html"
     return "json"
 
 
 def _keyed_request() -> bool:
     """Whether the view runs this request's handler under a key: the header's, or the sent ``id``."""
-    return "Idempotency-Key" in flask.request.headers or bool(getattr(flask.g, _G_ID_SENT, False))
+    environ = flask.request.environ
+    return "HTTP_IDEMPOTENCY_KEY" in environ or bool(environ.get(_ENV_ID_SENT))
 
 
+@functools.cache
 def _function_name(handler: Handler[t.Any, t.Any]) -> str:
     return f"{handler.__module__}.{handler.__qualname__}"
+
+
+@functools.cache
+def _span_name(cls: type[Command]) -> str:
+    return f"handle {cls.__name__}"
 
 
 def _error_type(exception: BaseException) -> str:
