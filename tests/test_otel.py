@@ -750,3 +750,42 @@ def test_otel_job_on_redis_worker_shares_the_request_trace(
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.communicate(timeout=30)
+
+
+# The demo.
+
+
+def test_otel_demo_metrics_only_when_asked(tmp_path: pathlib.Path) -> None:
+    # A fresh interpreter: the demo sets the process's global providers.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from demo_app import create_app
+
+        config = {{
+            "TESTING": True,
+            "WTF_CSRF_ENABLED": False,
+            "SQLALCHEMY_DATABASE_URI": "sqlite:///{tmp_path / "demo.sqlite"}",
+            "CELERY": {{"broker_url": "memory://"}},
+        }}
+        plain = create_app(config).test_client()
+        assert plain.post("/todos", json={{"title": "milk"}}).status_code == 201
+        assert plain.get("/metrics").status_code == 404
+        assert not [m for m in sys.modules if m.startswith("opentelemetry")]
+
+        observed = create_app({{**config, "COMMANDS_OTEL": True}}).test_client()
+        assert observed.post("/todos", json={{"title": "tea"}}).status_code == 201
+        metrics = observed.get("/metrics")
+        assert metrics.status_code == 200
+        print(metrics.get_data(as_text=True))
+        """
+    )
+    root = pathlib.Path(__file__).parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False, cwd=root
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        'flask_commands_command_duration_seconds_count{flask_commands_command_name="AddTodo",'
+        'flask_commands_outcome="ok",flask_commands_transport="json"'
+    ) in done.stdout
