@@ -99,6 +99,7 @@ class _Job:
     span: trace.Span | None = None  # ours; None when the Celery instrumentation made the span
     token: Token[otel_context.Context] | None = None
     handled: bool = False  # a handler ran or a stored outcome was replayed
+    faulted: bool = False  # the fault is already recorded on the job's span
 
 
 _runs: ContextVar[tuple[_Run, ...]] = ContextVar("_commands_otel_runs", default=())
@@ -399,7 +400,9 @@ class _Instrumentation:
         if _celery_instrumented():
             _annotate(_their_span(task, job.task_id, publish=False), attributes)
         else:
-            parent = propagate.extract(request, getter=_getter)
+            parent: otel_context.Context | None = propagate.extract(request, getter=_getter)
+            if not trace.get_current_span(parent).get_span_context().is_valid:
+                parent = None  # no context came with the job (an eager run): nest in the current one
             span = self.tracer.start_span(
                 f"process {queue}", parent, kind=SpanKind.CONSUMER, attributes=attributes
             )
@@ -468,7 +471,8 @@ class _Instrumentation:
         if span is None or not span.is_recording():
             return
         span.set_attributes({TRANSPORT: "job", ATTEMPT: job.attempt, **attributes})
-        if exception is not None:
+        if exception is not None and not job.faulted:
+            job.faulted = True
             _record_fault(span, exception)
 
 

@@ -547,6 +547,7 @@ def test_otel_job_retried(telemetry: Telemetry, worker_app: flask.Flask) -> None
     assert first.attributes["flask_commands.outcome"] == "error"  # type: ignore[index]
     assert first.attributes["error.type"] == "RuntimeError"  # type: ignore[index]
     assert first.status.status_code is StatusCode.ERROR
+    assert [e.name for e in first.events] == ["exception"]  # once, though both the run and the retry saw it
     assert second.attributes["flask_commands.attempt"] == 2  # type: ignore[index]
     assert second.attributes["flask_commands.outcome"] == "ok"  # type: ignore[index]
     assert second.context.trace_id == first.context.trace_id
@@ -603,6 +604,23 @@ def test_otel_job_poison(telemetry: Telemetry, worker_app: flask.Flask) -> None:
     assert process.attributes["error.type"] == "celery.exceptions.Reject"  # type: ignore[index]
     rejected = telemetry.point("flask_commands.job.rejected", **{"messaging.destination.name": "otel"})
     assert rejected.value == 1
+
+
+def test_otel_job_applied_in_process_nests_in_the_current_span(
+    telemetry: Telemetry, worker_app: flask.Flask
+) -> None:
+    cmd = OtelJob(title="milk")
+    envelope = {
+        "type": f"test_otel:{OtelJob.__qualname__}",
+        "handler": "test_otel:job_note",
+        "command": cmd.to_dict(),
+    }
+    task = worker_app.extensions["celery"].tasks["flask_commands.run_command"]
+    with telemetry.tracer_provider.get_tracer("test").start_as_current_span("outer") as outer:
+        task.apply(args=[envelope], task_id=str(cmd.id))
+    process = telemetry.span("process otel")
+    assert _parent(process) == outer.get_span_context().span_id
+    assert _parent(telemetry.span("handle OtelJob")) == process.context.span_id
 
 
 # With opentelemetry-instrumentation-flask and -celery: our spans nest under theirs, no duplicates.
