@@ -216,7 +216,7 @@ class _Instrumentation:
         start = time.time_ns() - int(duration * 1e9)
         attributes: dict[str, AttributeValue] = {COMMAND_NAME: name, OUTCOME: "invalid", TRANSPORT: transport}
         span = self.tracer.start_span(
-            f"handle {name}", kind=SpanKind.INTERNAL, attributes=attributes, start_time=start
+            _span_name(sender), kind=SpanKind.INTERNAL, attributes=attributes, start_time=start
         )
         span.end()
         self.invalid.add(1, {COMMAND_NAME: name, TRANSPORT: transport})
@@ -324,7 +324,7 @@ class _Instrumentation:
             attributes[ATTEMPT] = job.attempt
             job.handled = True
             self._annotate_job(job, attributes)
-        self.tracer.start_span(f"handle {name}", kind=SpanKind.INTERNAL, attributes=attributes).end()
+        self.tracer.start_span(_span_name(type(command)), kind=SpanKind.INTERNAL, attributes=attributes).end()
         self.replays.add(1, {COMMAND_NAME: name, TRANSPORT: transport})
 
     # Celery's signals: the producer side.
