@@ -606,6 +606,21 @@ def test_otel_job_poison(telemetry: Telemetry, worker_app: flask.Flask) -> None:
     assert rejected.value == 1
 
 
+def test_otel_job_undecodable_message_counted(telemetry: Telemetry) -> None:
+    import types
+
+    from celery.signals import task_rejected
+
+    # What the worker's consumer sends for a message it cannot decode (Celery's on_invalid_task).
+    message = types.SimpleNamespace(
+        headers={"task": "flask_commands.run_command"}, delivery_info={"routing_key": "otel"}
+    )
+    task_rejected.send(sender=None, message=message, exc=ValueError("bad"))
+    task_rejected.send(sender=None, message=types.SimpleNamespace(headers={"task": "other"}), exc=None)
+    rejected = telemetry.point("flask_commands.job.rejected", **{"messaging.destination.name": "otel"})
+    assert rejected.value == 1
+
+
 def test_otel_job_applied_in_process_nests_in_the_current_span(
     telemetry: Telemetry, worker_app: flask.Flask
 ) -> None:
