@@ -12,15 +12,18 @@ store), a no-op handler, 201 with JSON. It is measured twice:
   instrumentation's share of the cost is largest.
 
 1. ``off``: :func:`flask_commands.otel.uninstrument` (the signals have no receivers).
-2. ``on``: :func:`flask_commands.otel.instrument` with an SDK ``TracerProvider`` whose
+2. ``api``: :func:`flask_commands.otel.instrument` with the API's no-op providers (no SDK): the
+   cost of the receivers themselves, without the SDK's spans and points.
+3. ``on``: :func:`flask_commands.otel.instrument` with an SDK ``TracerProvider`` whose
    ``BatchSpanProcessor`` exports to a no-op exporter, and an SDK ``MeterProvider`` with a metric
    reader: every request makes the ``handle AddTodo`` span and a duration point.
-3. ``on+flask``: as 2, on a second app also instrumented by opentelemetry-instrumentation-flask
+4. ``on+flask``: as 3, on a second app also instrumented by opentelemetry-instrumentation-flask
    (its server span and metrics), for context: that cost is the Flask instrumentation's, not ours.
 
 The rounds alternate the configurations, each round starting with the next one, so that a busy
-machine slows them alike; each figure is the median of its rounds. Target: ``on`` at least 0.9
-times ``off``.
+machine slows them alike; each figure is the median of its rounds, as throughput and as CPU time
+per request (the server process's, or this process's): on a shared machine the second is the
+steadier. Target: ``on`` at least 0.9 times ``off``.
 """
 
 from __future__ import annotations
@@ -46,12 +49,14 @@ import typing as t  # noqa: E402
 import uuid  # noqa: E402
 
 import flask  # noqa: E402
+from opentelemetry.metrics import NoOpMeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export import SpanExporter  # noqa: E402
 from opentelemetry.sdk.trace.export import SpanExportResult  # noqa: E402
+from opentelemetry.trace import NoOpTracerProvider  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 from wtforms import validators as v  # noqa: E402
 
@@ -62,7 +67,7 @@ from flask_commands import field  # noqa: E402
 from flask_commands import handler  # noqa: E402
 from flask_commands import otel  # noqa: E402
 
-CONFIGS = ("off", "on", "on+flask")
+CONFIGS = ("off", "api", "on", "on+flask")
 TARGET = 0.9
 BODY = {"title": "Buy milk", "order": 3, "completed": False}
 
@@ -116,8 +121,11 @@ def make_app() -> flask.Flask:
     return app
 
 
-def run(app: flask.Flask, seconds: float) -> float:
-    """Requests per second served by ``app`` for ``seconds``."""
+def run(app: flask.Flask, seconds: float) -> tuple[float, float]:
+    """Requests per second served by ``app`` for ``seconds``, and CPU seconds per request.
+
+    The CPU time is the whole process's (the SDK's export thread included).
+    """
     body = json.dumps({"title": "Buy milk", "order": 3, "completed": False}).encode()
     base = EnvironBuilder(
         path="/todos", method="POST", data=body, content_type="application/json"
@@ -132,6 +140,7 @@ def run(app: flask.Flask, seconds: float) -> float:
     count = 0
     deadline = time.perf_counter() + seconds
     start = time.perf_counter()
+    cpu = time.process_time()
     while True:
         environ = dict(base)
         environ["wsgi.input"] = io.BytesIO(body)
@@ -145,9 +154,10 @@ def run(app: flask.Flask, seconds: float) -> float:
         if count % 64 == 0 and time.perf_counter() >= deadline:
             break
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     if not statuses[-1].startswith("201"):
         raise SystemExit(f"the view answered {statuses[-1]!r}, not 201")
-    return count / elapsed
+    return count / elapsed, cpu / count
 
 
 def _providers() -> tuple[TracerProvider, MeterProvider]:
@@ -160,6 +170,9 @@ def _configured(name: str) -> flask.Flask:
     """The app of configuration ``name``, instrumented as it says (in this process)."""
     app = make_app()
     if name == "off":
+        return app
+    if name == "api":
+        otel.instrument(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
         return app
     tracer_provider, meter_provider = _providers()
     otel.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
@@ -217,8 +230,8 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 20
     raise SystemExit(f"the server on port {port} did not start within {timeout:.0f} s")
 
 
-def _wrk(port: int, seconds: float, connections: int, script: str) -> float:
-    """Requests per second of one wrk run; exits if any response was not 2xx."""
+def _wrk(port: int, seconds: float, connections: int, script: str) -> tuple[float, int]:
+    """Requests per second and requests of one wrk run; exits if any response was not 2xx."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script, f"http://127.0.0.1:{port}"]
     command += ["--", uuid.uuid4().hex, json.dumps(BODY)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -227,10 +240,27 @@ def _wrk(port: int, seconds: float, connections: int, script: str) -> float:
     found = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if found is None:
         raise SystemExit(f"no Requests/sec in wrk's output:\n{output}")
-    return float(found.group(1))
+    total = re.search(r"(\d+) requests in", output)
+    return float(found.group(1)), int(total.group(1)) if total else 0
 
 
-def over_http(seconds: int, rounds: int, connections: int) -> dict[str, list[float]]:
+def _cpu(master: int) -> float:
+    """CPU seconds used so far by the gunicorn master ``master`` and its workers (from /proc)."""
+    total = 0.0
+    pids = [master]
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+    return total
+
+
+def over_http(seconds: int, rounds: int, connections: int) -> dict[str, list[tuple[float, float]]]:
     ports = {name: _free_port() for name in CONFIGS}
     processes = {
         name: subprocess.Popen(
@@ -238,7 +268,7 @@ def over_http(seconds: int, rounds: int, connections: int) -> dict[str, list[flo
         )
         for name, port in ports.items()
     }
-    rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in CONFIGS}
     try:
         with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
             script.write(WRK_SCRIPT)
@@ -249,7 +279,9 @@ def over_http(seconds: int, rounds: int, connections: int) -> dict[str, list[flo
             for round_ in range(rounds):
                 shift = round_ % len(CONFIGS)
                 for name in CONFIGS[shift:] + CONFIGS[:shift]:
-                    rates[name].append(_wrk(ports[name], seconds, connections, script.name))
+                    before = _cpu(processes[name].pid)
+                    rate, requests = _wrk(ports[name], seconds, connections, script.name)
+                    rates[name].append((rate, (_cpu(processes[name].pid) - before) / max(requests, 1)))
     finally:
         for process in processes.values():
             process.terminate()
@@ -258,7 +290,7 @@ def over_http(seconds: int, rounds: int, connections: int) -> dict[str, list[flo
     return rates
 
 
-def in_process(seconds: float, rounds: int) -> dict[str, list[float]]:
+def in_process(seconds: float, rounds: int) -> dict[str, list[tuple[float, float]]]:
     tracer_provider, meter_provider = _providers()
     plain = make_app()
     flask_instrumented = make_app()
@@ -267,11 +299,11 @@ def in_process(seconds: float, rounds: int) -> dict[str, list[float]]:
     FlaskInstrumentor().instrument_app(
         flask_instrumented, tracer_provider=tracer_provider, meter_provider=meter_provider
     )
-    apps = {"off": plain, "on": plain, "on+flask": flask_instrumented}
+    apps = {"off": plain, "api": plain, "on": plain, "on+flask": flask_instrumented}
     for name in CONFIGS:  # warm up every path once
         _switch(name, tracer_provider, meter_provider)
         run(apps[name], 0.2)
-    results: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in CONFIGS}
     for round_ in range(rounds):
         shift = round_ % len(CONFIGS)
         for name in CONFIGS[shift:] + CONFIGS[:shift]:
@@ -283,13 +315,23 @@ def in_process(seconds: float, rounds: int) -> dict[str, list[float]]:
     return results
 
 
-def _report(title: str, rates: dict[str, list[float]]) -> float:
-    median = {name: statistics.median(values) for name, values in rates.items()}
+def _report(title: str, runs: dict[str, list[tuple[float, float]]]) -> tuple[float, float]:
+    """Print each configuration's median throughput and CPU per request; return on/off of both.
+
+    The CPU time per request is the steadier figure on a shared machine: other processes slow
+    the throughput of every configuration, but not the CPU time each request takes.
+    """
+    rate = {name: statistics.median(r for r, _ in values) for name, values in runs.items()}
+    cpu = {name: statistics.median(c for _, c in values) for name, values in runs.items()}
     print(title)
     for name in CONFIGS:
-        runs = ", ".join(f"{r:.0f}" for r in rates[name])
-        print(f"  {name:<9} {median[name]:8.0f} req/s  {median[name] / median['off']:5.2f}x off   ({runs})")
-    return median["on"] / median["off"]
+        rates = ", ".join(f"{r:.0f}" for r, _ in runs[name])
+        print(
+            f"  {name:<9} {rate[name]:7.0f} req/s {rate[name] / rate['off']:5.2f}x off"
+            f"  {cpu[name] * 1e6:6.0f} us CPU/request {cpu['off'] / cpu[name]:5.2f}x off  ({rates})"
+        )
+    print(f"  the receivers alone (api): {cpu['api'] - cpu['off']:+.1e} s CPU/request")
+    return rate["on"] / rate["off"], cpu["off"] / cpu["on"]
 
 
 def main() -> None:
@@ -314,14 +356,18 @@ def main() -> None:
         f"in process (WSGI calls, no server), {args.rounds} x 0.5 s each, medians",
         in_process(0.5, args.rounds),
     )
-    verdict = "meets" if http >= TARGET else "misses"
-    print(f"on / off over HTTP: {http:.2f} ({verdict} the target {TARGET}); in process: {local:.2f}")
+    verdict = "meets" if http[0] >= TARGET else "misses"
+    print(
+        f"on / off over HTTP: {http[0]:.2f} by throughput ({verdict} the target {TARGET}),"
+        f" {http[1]:.2f} by CPU per request; in process: {local[0]:.2f} and {local[1]:.2f}"
+    )
 
 
 def _switch(name: str, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
-    if name == "off":
-        otel.uninstrument()
-    else:
+    otel.uninstrument()
+    if name == "api":
+        otel.instrument(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
+    elif name != "off":
         otel.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
 
