@@ -21,6 +21,7 @@ from flask_commands import Commands
 from flask_commands.celery import init_celery
 
 from . import activity
+from . import observability
 from .api import api
 from .api import register_error_handlers
 from .models import db
@@ -108,6 +109,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
         # workers, Celery workers) share it and a handler's writes commit with its record.
         app.config.setdefault("COMMANDS_IDEMPOTENCY_STORE", engine.url.render_as_string(hide_password=False))
     commands = Commands(app)
+    observability.init_app(app)  # OpenTelemetry, when installed and asked for
     init_celery(app)
     csrf = CSRFProtect(app)
     csrf.exempt(api)

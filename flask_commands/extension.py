@@ -38,6 +38,7 @@ class Commands:
         - ``COMMANDS_IDEMPOTENCY_WAIT``: seconds an HTML form post waits for a running duplicate.
         - ``COMMANDS_IDEMPOTENCY_LEASE``: seconds a claim is held before another may take it over.
         - ``COMMANDS_IDEMPOTENCY_TTL``: seconds outcomes are kept for replay.
+        - ``COMMANDS_OTEL``: ``True`` calls :func:`flask_commands.otel.instrument` (the ``otel`` extra).
 
         :raises RuntimeError: when the app already has a ``Commands`` registered.
         :raises TypeError: ``COMMANDS_IDEMPOTENCY_STORE`` is a store lacking a method of ``Store``.
@@ -60,6 +61,10 @@ class Commands:
         blueprint.after_request(_cache_htmx)
         app.register_blueprint(blueprint)
         _init_views(app)
+        if app.config.setdefault("COMMANDS_OTEL", False):
+            from .otel import instrument  # only then is OpenTelemetry imported
+
+            instrument()
 
     def create_tables(self, app: Flask | None = None) -> None:
         """Create the idempotency table of ``app``'s SQLAlchemy store (the current app by default)

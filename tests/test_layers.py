@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "openapi": 6,
     "celery": 6,
     "testing": 6,
+    "otel": 6,
 }
 
 #: The package's __init__ re-exports the public names: it sits above every layer.
