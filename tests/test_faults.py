@@ -582,7 +582,8 @@ def test_poison_job_logs_one_line(tmp_path: pathlib.Path, caplog: pytest.LogCapt
 def test_demo_security_headers(tmp_path: pathlib.Path) -> None:
     app = create_app(demo_config(f"sqlite:///{tmp_path / 'demo.sqlite'}"))
     response = app.test_client().get("/")
-    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'; script-src 'self' 'unsafe-eval';")
+    policy = response.headers["Content-Security-Policy"]
+    assert policy.startswith("default-src 'self'; script-src 'self' 'unsafe-eval';")
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY"
