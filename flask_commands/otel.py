@@ -307,24 +307,27 @@ class _Instrumentation:
         if job is not None and run.outermost:
             self._annotate_job(job, finished, exception)
 
-    def _replayed(self, sender: Handler[t.Any, t.Any], *, command: Command, **kwargs: t.Any) -> None:
-        # Never the key (kwargs["key"]): it is a bearer token for the stored response.
+    def _replayed(self, sender: Handler[t.Any, t.Any], *, command: Command | None, **kwargs: t.Any) -> None:
+        # Never the key (kwargs["key"]): it is a bearer token for the stored response. Over HTTP a
+        # replay comes before the command is built (command is None): the handler names its type.
         job = _job.get()
-        name = type(command).__name__
+        cls: type[Command] = type(command) if command is not None else sender.command
+        name = cls.__name__
         transport = _transport(job)
         attributes: dict[str, AttributeValue] = {
             CODE_FUNCTION_NAME: _function_name(sender),
             COMMAND_NAME: name,
-            COMMAND_ID: str(command.id),
             TRANSPORT: transport,
             OUTCOME: "replayed",
             IDEMPOTENCY_RESULT: "replay",
         }
+        if command is not None:
+            attributes[COMMAND_ID] = str(command.id)
         if job is not None:
             attributes[ATTEMPT] = job.attempt
             job.handled = True
             self._annotate_job(job, attributes)
-        self.tracer.start_span(_span_name(type(command)), kind=SpanKind.INTERNAL, attributes=attributes).end()
+        self.tracer.start_span(_span_name(cls), kind=SpanKind.INTERNAL, attributes=attributes).end()
         self.replays.add(1, {COMMAND_NAME: name, TRANSPORT: transport})
 
     # Celery's signals: the producer side.
