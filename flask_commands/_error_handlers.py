@@ -28,8 +28,8 @@ from ._body import _is_json_type
 from .idempotency.store import StoreUnavailable
 from .problem import problem
 from .views import VALIDATE_HEADER
+from .views import CommandSpec
 from .views import _Responder
-from .views import _views
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -75,16 +75,22 @@ def _csrf_error(error: BadRequest) -> ResponseReturnValue:
     if VALIDATE_HEADER in request.headers:
         # Live validation is no submission: leave the field as typed; submitting shows the error.
         return htmx.reswap(flask.make_response(str(html), 400), "none")
-    view = _views.get(flask.current_app.view_functions.get(request.endpoint or ""))  # type: ignore[arg-type]
-    if view is not None and view.template is not None:
+    spec = _spec_of_request()
+    if spec is not None and spec.template is not None:
         try:
             data: Body = request.form
         except HTTPException:
             data = MultiDict()
-        responder: _Responder[t.Any, t.Any] = _Responder(view, request.view_args or {}, data, json=False)
+        responder: _Responder[t.Any, t.Any] = _Responder(spec, request.view_args or {}, data, json=False)
         return responder.form_error(f"{detail} Submit the form again.", code="csrf_failed", status=400)
     # Into the form that was posted, at its top, without replacing what the user typed.
     return htmx.retarget(htmx.reswap(flask.make_response(str(html), 400), "afterbegin"), "closest form")
+
+
+def _spec_of_request() -> CommandSpec[t.Any, t.Any] | None:
+    """The ``command_spec`` of the view serving this request, or ``None`` when it is no command view."""
+    spec = getattr(flask.current_app.view_functions.get(flask.request.endpoint or ""), "command_spec", None)
+    return spec if isinstance(spec, CommandSpec) else None
 
 
 def _unavailable_errors() -> tuple[type[Exception], ...]:
@@ -149,8 +155,8 @@ def _database_unavailable(error: Exception) -> ResponseReturnValue:
         else "The database cannot be reached right now; retry shortly."
     )
     request = flask.request
-    view = _views.get(flask.current_app.view_functions.get(request.endpoint or ""))  # type: ignore[arg-type]
-    if (view is not None and view.template is None) or _is_json_type(request.mimetype) or _accepts_json():
+    spec = _spec_of_request()
+    if (spec is not None and spec.template is None) or _is_json_type(request.mimetype) or _accepts_json():
         code = "store_unavailable" if store else "database_unavailable"
         return problem(503, detail=detail, code=code, headers={"Retry-After": retry_after})
     unavailable = ServiceUnavailable(detail, retry_after=_RETRY_AFTER)

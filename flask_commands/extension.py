@@ -85,9 +85,9 @@ def _init_views(app: Flask) -> None:
     """Add the ``commands_macros`` Jinja global and the package's error handlers (database, CSRF)."""
     from ._error_handlers import _csrf_error
     from ._error_handlers import _register_unavailable
-    from .views import _macros
+    from ._templating import macros
 
-    app.jinja_env.globals["commands_macros"] = _macros
+    app.jinja_env.globals["commands_macros"] = macros
     _register_unavailable(app)
     try:
         from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]

@@ -29,9 +29,7 @@ from .command import Command
 from .command import type_name
 from .problem import PROBLEM_JSON
 from .views import SUBMIT_METHODS
-from .views import _declared
-from .views import _View
-from .views import _views
+from .views import CommandSpec
 
 #: The OpenAPI version of the document.
 _OPENAPI = "3.1.0"
@@ -162,7 +160,7 @@ def _document(app: Flask, *, title: str | None = None, version: str = "1.0.0") -
             view = app.view_functions[rule.endpoint]
             operation = _operation(spec, operation_id, names[spec.command], parameters, rule.endpoint)
             operation["requestBody"] = _request_body(spec, names[spec.command], _csrf_field(app, view, rule))
-            declared = _declared.get(view)
+            declared = spec.responses
             if declared:
                 operation["responses"] = _declared_responses(spec, declared, operation["responses"])
             item[method] = operation
@@ -211,7 +209,9 @@ def _csrf_field(app: Flask, view: t.Callable[..., t.Any], rule: Rule) -> str | N
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def _request_body(spec: _View[t.Any, t.Any], schema_name: str, csrf_field: str | None) -> dict[str, t.Any]:
+def _request_body(
+    spec: CommandSpec[t.Any, t.Any], schema_name: str, csrf_field: str | None
+) -> dict[str, t.Any]:
     """What the view really takes: JSON, form posts (with the CSRF token when checked), or both."""
     ref = {"$ref": f"#/components/schemas/{schema_name}"}
     if spec.template is None:
@@ -247,7 +247,7 @@ def _request_body(spec: _View[t.Any, t.Any], schema_name: str, csrf_field: str |
 
 
 def _declared_responses(
-    spec: _View[t.Any, t.Any],
+    spec: CommandSpec[t.Any, t.Any],
     declared: t.Mapping[int, t.Mapping[str, t.Any] | None],
     responses: dict[str, t.Any],
 ) -> dict[str, t.Any]:
@@ -266,12 +266,10 @@ def _declared_responses(
     return dict(sorted(responses.items()))
 
 
-def _spec_of(view: t.Callable[..., t.Any] | None) -> _View[t.Any, t.Any] | None:
-    """What ``command_view`` made ``view`` from, or ``None`` for any other view (or none)."""
-    try:
-        return _views.get(view) if view is not None else None
-    except TypeError:  # a view that cannot be weakly referenced was not made by command_view
-        return None
+def _spec_of(view: t.Callable[..., t.Any] | None) -> CommandSpec[t.Any, t.Any] | None:
+    """What ``command_view`` made ``view`` from (``view.command_spec``), or ``None`` for any other view."""
+    spec = getattr(view, "command_spec", None)
+    return spec if isinstance(spec, CommandSpec) else None
 
 
 def _schema_names(commands: t.Iterable[type[Command]]) -> dict[type[Command], str]:
@@ -343,7 +341,7 @@ def _operation_id(endpoint: str, method: str, several: bool, taken: set[str]) ->
     return candidate
 
 
-def _summary(spec: _View[t.Any, t.Any]) -> str | None:
+def _summary(spec: CommandSpec[t.Any, t.Any]) -> str | None:
     """The first line of the view function's docstring, else of the command's own docstring."""
     doc = spec.func.__doc__
     if not doc:
@@ -365,7 +363,7 @@ def _plain(text: str) -> str:
 
 
 def _operation(
-    spec: _View[t.Any, t.Any],
+    spec: CommandSpec[t.Any, t.Any],
     operation_id: str,
     schema_name: str,
     path_parameters: list[dict[str, t.Any]],

@@ -1,5 +1,6 @@
 """``@command_view``: wire a form post, an HTMX post or a JSON post to a command's handler.
 
+The view function carries what it was made from as ``view.command_spec`` (a :class:`CommandSpec`).
 A submission goes through three steps: the HTTP body is parsed (:func:`_read_body`), the command
 is built from it, and :func:`_idempotent.submit` runs the handler at most once per idempotency
 key, with :func:`_respond` turning its outcome into the response that is stored and replayed.
@@ -7,17 +8,15 @@ key, with :func:`_respond` turning its outcome into the response that is stored 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
 import typing as t
 import uuid
-import weakref
 
 import flask
 import wtforms
-from itsdangerous import BadSignature
-from itsdangerous import URLSafeSerializer
 from jinja2 import TemplateNotFound
 from jinja2_fragments.flask import render_block
 
@@ -28,7 +27,10 @@ from ._body import _accepts_json
 from ._body import _BodyError
 from ._body import _is_json_type
 from ._body import _read_body
+from ._templating import macros
+from ._templating import render_args
 from .command import Command
+from .command import command_fields
 from .command import new_id
 from .errors import CommandInvalid
 from .errors import Conflict
@@ -54,12 +56,7 @@ _ALREADY_SUBMITTED = "This form was already submitted with other values. Check i
 
 #: The request header of live validation carrying ``render_field``'s signed render arguments.
 RENDER_HEADER = "X-Commands-Render"
-_RENDER_SALT = "flask-commands.render-field"
 
-#: The template holding the macros, served by the extension's blueprint.
-MACROS_TEMPLATE = "commands/macros.html"
-
-_G_FLASHES = "_commands_flashes_shown"
 # render_field's own parameters: never taken from the signed attributes.
 _OWN_ARGS = frozenset({"field", "live", "url", "trigger"})
 _PLAIN_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -97,156 +94,55 @@ def _target_selector() -> str:
     return '[id="' + ident.replace("\\", "\\\\").replace('"', '\\"') + '"]'
 
 
-class _Macros:
-    """The Jinja global ``commands_macros``: the macros of ``commands/macros.html`` as attributes.
+@dataclasses.dataclass(frozen=True, eq=False)
+class CommandSpec(t.Generic[C, R]):
+    """What :func:`command_view` was given, read-only: the ``command_spec`` of the view it made.
 
-    A block rendered alone by jinja2-fragments does not see its template's imports; a global does.
-    The underscored methods are what the macros need from the request and the app.
+    ``view.command_spec`` is to a command view what ``view.view_class`` is to a view made by
+    Flask's ``View.as_view``: tools (the OpenAPI document, error handlers) read it to tell what a
+    view function serves. It survives ``functools.wraps``, which copies the function's attributes.
     """
 
-    def __getattr__(self, name: str) -> t.Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        module = flask.current_app.jinja_env.get_template(MACROS_TEMPLATE).module
-        return getattr(module, name)
-
-    def __repr__(self) -> str:
-        return f"<commands_macros from {MACROS_TEMPLATE!r}>"
-
-    @staticmethod
-    def _here() -> str:
-        """The current request's path and query string: where a form posts back by default."""
-        path = flask.request.full_path
-        return path[:-1] if path.endswith("?") else path
-
-    @staticmethod
-    def _csrf() -> dict[str, str] | None:
-        """The CSRF field name, header and token when Flask-WTF's ``CSRFProtect`` is active."""
-        app = flask.current_app
-        if "csrf" not in app.extensions or not app.config.get("WTF_CSRF_ENABLED", True):
-            return None
-        from flask_wtf.csrf import generate_csrf  # type: ignore[import-untyped]
-
-        headers = app.config.get("WTF_CSRF_HEADERS") or ["X-CSRFToken"]
-        return {
-            "field": app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"),
-            "header": headers[0],
-            "token": generate_csrf(),
-        }
-
-    @staticmethod
-    def _take_flashes(categories: t.Iterable[str] | None = None) -> list[tuple[str, str]]:
-        """Flashed messages (in ``categories``, if given) not yet shown by another macro call."""
-        shown: set[int] = flask.g.setdefault(_G_FLASHES, set())
-        wanted = None if categories is None else set(categories)
-        taken = []
-        for index, (category, message) in enumerate(flask.get_flashed_messages(with_categories=True)):
-            if index in shown or (wanted is not None and category not in wanted):
-                continue
-            shown.add(index)
-            taken.append((category, message))
-        return taken
-
-    @staticmethod
-    def _sign_field(
-        field: wtforms.Field, url: str | None, trigger: str, attrs: t.Mapping[str, t.Any]
-    ) -> str | None:
-        """``render_field``'s arguments, signed with the app's secret key, for live validation to send back.
-
-        ``None`` without a secret key, or when an attribute is not a JSON value: the validation
-        response then renders the field with the macro's defaults.
-        """
-        serializer = _render_serializer()
-        if serializer is None:
-            return None
-        try:
-            return serializer.dumps({"id": field.id, "url": url, "trigger": trigger, "attrs": dict(attrs)})
-        except (TypeError, ValueError):
-            return None
-
-    @staticmethod
-    def _htmx_url() -> str:
-        """The versioned URL of the vendored htmx."""
-        return flask.url_for("commands.static", filename=htmx.HTMX_FILENAME)
-
-    @staticmethod
-    def _htmx_integrity() -> str:
-        """The SRI hash of the vendored htmx."""
-        return htmx.htmx_integrity()
+    #: The command class the view builds.
+    command: type[C]
+    #: The ``@handler`` that runs it.
+    handler: Handler[C, R]
+    #: The decorated function: the success response of ``(result, cmd, **view_args)``.
+    func: t.Callable[..., ResponseReturnValue]
+    #: The template rendering ``form``, or ``None`` for a view serving JSON only.
+    template: str | None
+    #: The block of ``template`` that htmx requests get, or ``None`` for the whole template.
+    block: str | None
+    #: Called with the URL parameters, returns the command's trusted values; or ``None``.
+    trusted: t.Callable[..., t.Mapping[str, t.Any]] | None
+    #: The declared success responses, ``{status: JSON Schema or None}`` (empty when none were).
+    responses: t.Mapping[int, t.Mapping[str, t.Any] | None]
 
 
-def _render_serializer() -> URLSafeSerializer | None:
-    secret = flask.current_app.secret_key
-    return URLSafeSerializer(secret, salt=_RENDER_SALT) if secret else None
-
-
-def _render_args(token: str | None) -> dict[str, t.Any]:
-    """The render arguments signed by ``_sign_field``; empty when missing or not signed by this app.
-
-    Never trusted unsigned: attributes a client made up could inject markup or scripts.
-    """
-    serializer = _render_serializer()
-    if not token or serializer is None:
-        return {}
+def _render(
+    spec: CommandSpec[t.Any, t.Any], form: wtforms.Form, status: int, view_args: dict[str, t.Any]
+) -> flask.Response:
+    """Render the template (or, for htmx, its block) with ``form``; retarget 4xx re-renders."""
+    template = spec.template
+    assert template is not None
+    context = {**view_args, "form": form}
     try:
-        args = serializer.loads(token)
-    except BadSignature:
-        return {}
-    return args if isinstance(args, dict) else {}
-
-
-#: The one ``commands_macros`` object; ``init_app`` makes it a Jinja global.
-_macros = _Macros()
-
-#: The success responses each view declared (``command_view(responses=)``), for the OpenAPI document.
-_declared: weakref.WeakKeyDictionary[t.Callable[..., t.Any], dict[int, t.Mapping[str, t.Any] | None]] = (
-    weakref.WeakKeyDictionary()
-)
-
-#: What each view function made by ``command_view`` serves, for the CSRF error handler.
-_views: weakref.WeakKeyDictionary[t.Callable[..., t.Any], _View[t.Any, t.Any]] = weakref.WeakKeyDictionary()
-
-
-class _View(t.Generic[C, R]):
-    """What ``command_view`` was given: the command, its handler and how to render."""
-
-    def __init__(
-        self,
-        command: type[C],
-        handler: Handler[C, R],
-        func: t.Callable[..., ResponseReturnValue],
-        template: str | None,
-        block: str | None,
-        trusted: t.Callable[..., t.Mapping[str, t.Any]] | None,
-    ) -> None:
-        self.command = command
-        self.handler = handler
-        self.func = func
-        self.template = template
-        self.block = block
-        self.trusted = trusted
-
-    def render(self, form: wtforms.Form, status: int, view_args: dict[str, t.Any]) -> flask.Response:
-        """Render the template (or, for htmx, its block) with ``form``; retarget 4xx re-renders."""
-        assert self.template is not None
-        context = {**view_args, "form": form}
-        try:
-            if self.block is not None and _wants_fragment():
-                html = render_block(self.template, self.block, **context)
-            else:
-                html = flask.render_template(self.template, **context)
-        except TemplateNotFound as e:
-            if e.name != self.template:
-                raise
-            raise _template_missing(self.template, self.func) from None
-        response = flask.make_response(html, status)
-        if self.block is not None:
-            response.vary.add(htmx.HX_REQUEST)
-        if status >= 400 and htmx.details():
-            # Pinned so that a re-rendered form replaces the element the request targeted, whatever
-            # the htmx version's defaults (htmx 2 swaps 4xx only with the documented config).
-            htmx.retarget(htmx.reswap(response, "outerHTML"), _target_selector())
-        return response
+        if spec.block is not None and _wants_fragment():
+            html = render_block(template, spec.block, **context)
+        else:
+            html = flask.render_template(template, **context)
+    except TemplateNotFound as e:
+        if e.name != template:
+            raise
+        raise _template_missing(template, spec.func) from None
+    response = flask.make_response(html, status)
+    if spec.block is not None:
+        response.vary.add(htmx.HX_REQUEST)
+    if status >= 400 and htmx.details():
+        # Pinned so that a re-rendered form replaces the element the request targeted, whatever
+        # the htmx version's defaults (htmx 2 swaps 4xx only with the documented config).
+        htmx.retarget(htmx.reswap(response, "outerHTML"), _target_selector())
+    return response
 
 
 def _template_missing(name: str, func: t.Callable[..., t.Any]) -> TemplateNotFound:
@@ -272,8 +168,8 @@ def _template_missing(name: str, func: t.Callable[..., t.Any]) -> TemplateNotFou
 class _Responder(t.Generic[C, R]):
     """Turns one submission's outcomes into responses: success, invalid input, conflict, rejection."""
 
-    def __init__(self, view: _View[C, R], view_args: dict[str, t.Any], data: Body, json: bool) -> None:
-        self.view = view
+    def __init__(self, spec: CommandSpec[C, R], view_args: dict[str, t.Any], data: Body, json: bool) -> None:
+        self.spec = spec
         self.view_args = view_args
         self.data = data
         #: Whether the caller gets problem+json rather than a re-rendered form.
@@ -281,7 +177,7 @@ class _Responder(t.Generic[C, R]):
 
     def success(self, result: R, cmd: C) -> flask.Response:
         """The decorated function's return value for ``(result, cmd)``, made a response."""
-        return flask.make_response(self.view.func(result, cmd, **self.view_args))
+        return flask.make_response(self.spec.func(result, cmd, **self.view_args))
 
     def invalid(self, error: CommandInvalid) -> flask.Response:
         """422: the form re-rendered with its errors, or problem+json with ``errors``."""
@@ -289,14 +185,14 @@ class _Responder(t.Generic[C, R]):
             detail = "The input is not valid; see errors."
             return problem(422, detail=detail, code="invalid", errors=error.errors)
         form = error.form if error.form is not None else self.bound_form()
-        return self.view.render(form, 422, self.view_args)
+        return _render(self.spec, form, 422, self.view_args)
 
     def conflict(self, error: Conflict) -> flask.Response:
         """409: the message flashed (category ``"conflict"``) on the re-rendered form, or problem+json."""
         if self.json:
             return _with_current(problem(409, detail=error.message, code=error.code), error.current)
         flask.flash(error.message, "conflict")
-        return self.view.render(_conflict_form(self.bound_form(), error), 409, self.view_args)
+        return _render(self.spec, _conflict_form(self.bound_form(), error), 409, self.view_args)
 
     def rejected(self, error: Rejected) -> flask.Response:
         """422: the message as a form-level error on the re-rendered form, or problem+json."""
@@ -308,15 +204,16 @@ class _Responder(t.Generic[C, R]):
             return problem(status, detail=message, code=code)
         form = self.bound_form()
         form.form_errors.append(message)
-        return self.view.render(form, status, self.view_args)
+        return _render(self.spec, form, status, self.view_args)
 
     def bound_form(self) -> wtforms.Form:
         """The form bound to the submitted input, with a fresh ``id`` (a resubmission is a new command)."""
         data = self.data
+        command = self.spec.command
         if hasattr(data, "getlist"):
-            form = self.view.command.Form(formdata=data)
+            form = command.Form(formdata=data)
         else:
-            form = self.view.command.Form(formdata=normalise_json(data, self.view.command._fields)[0])
+            form = command.Form(formdata=normalise_json(data, command_fields(command))[0])
         form.id.data = str(new_id())
         return form
 
@@ -368,14 +265,16 @@ def _mismatch(responder: _Responder[t.Any, t.Any]) -> flask.Response:
     return responder.form_error(_ALREADY_SUBMITTED, code="idempotency_key_reused")
 
 
-def _validate_field(view: _View[t.Any, t.Any], data: Body, name: str, json_caller: bool) -> flask.Response:
+def _validate_field(
+    spec: CommandSpec[t.Any, t.Any], data: Body, name: str, json_caller: bool
+) -> flask.Response:
     """Live validation: 200 with field ``name``'s fragment (or errors) and nothing handled."""
-    command = view.command
+    command = spec.command
     if hasattr(data, "getlist"):
         formdata: t.Any = data
         type_errors: dict[str, list[str]] = {}
     else:
-        formdata, type_errors = normalise_json(data, command._fields)
+        formdata, type_errors = normalise_json(data, command_fields(command))
     form = command.Form(formdata=formdata)
     if name not in form:
         known = ", ".join(repr(f.name) for f in form)
@@ -391,14 +290,14 @@ def _validate_field(view: _View[t.Any, t.Any], data: Body, name: str, json_calle
         field.errors = list(type_errors[name])
     if json_caller:
         return flask.jsonify({"errors": {name: list(field.errors)}})
-    args = _render_args(flask.request.headers.get(RENDER_HEADER))
+    args = render_args(flask.request.headers.get(RENDER_HEADER))
     if isinstance(args.get("id"), str):
         field.id = field.label.field_id = args["id"]
     attrs = args.get("attrs")
     if not isinstance(attrs, dict):
         attrs = {}
     options = {key: args[key] for key in ("url", "trigger") if isinstance(args.get(key), str)}
-    html = _macros.render_field(field, **options, **{k: v for k, v in attrs.items() if k not in _OWN_ARGS})
+    html = macros.render_field(field, **options, **{k: v for k, v in attrs.items() if k not in _OWN_ARGS})
     response = flask.make_response(str(html), 200)
     # The user may go on typing while this request is in flight: a morph (htmx 4 only) keeps the
     # focused input's value and caret, where outerHTML would drop what was typed meanwhile.
@@ -429,6 +328,9 @@ def command_view(
     :param responses: the success responses, for the OpenAPI document: ``{status: schema}``, the
         JSON Schema of the ``application/json`` body, or ``None`` for no body (``{204: None}``).
     :raises TypeError: when ``command``, ``handler`` or ``responses`` is not what they should be.
+
+    The view function it returns carries its arguments as ``view.command_spec``, a read-only
+    :class:`CommandSpec` (as ``View.as_view`` sets ``view.view_class``).
     """
     if not (isinstance(command, type) and issubclass(command, Command)):
         raise TypeError(f"command_view() takes a Command subclass, not {command!r}.")
@@ -449,15 +351,13 @@ def command_view(
     def decorate(
         func: t.Callable[t.Concatenate[R, C, ...], ResponseReturnValue],
     ) -> t.Callable[..., flask.Response]:
-        spec: _View[C, R] = _View(command, handler, func, template, block, trusted)
+        spec: CommandSpec[C, R] = CommandSpec(command, handler, func, template, block, trusted, declared)
 
         @functools.wraps(func)
         def view(**view_args: t.Any) -> flask.Response:
             return _dispatch(spec, view_args)
 
-        _views[view] = spec
-        if declared:
-            _declared[view] = declared
+        view.command_spec = spec  # type: ignore[attr-defined]
         return view
 
     return decorate
@@ -485,9 +385,9 @@ def _check_responses(
     return dict(responses)
 
 
-def _dispatch(view: _View[C, R], view_args: dict[str, t.Any]) -> flask.Response:
+def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Response:
     request = flask.request
-    has_template = view.template is not None
+    has_template = spec.template is not None
     if request.method in ("GET", "HEAD"):
         if not has_template:
             rule = request.url_rule
@@ -498,7 +398,7 @@ def _dispatch(view: _View[C, R], view_args: dict[str, t.Any]) -> flask.Response:
                 code="method_not_allowed",
                 headers={"Allow": allowed},
             )
-        return view.render(view.command.form(), 200, view_args)
+        return _render(spec, spec.command.form(), 200, view_args)
     json_caller = not has_template or _is_json_type(request.mimetype) or _accepts_json()
     if request.method not in SUBMIT_METHODS:
         detail = f"The method {request.method!r} is not handled here."
@@ -509,25 +409,25 @@ def _dispatch(view: _View[C, R], view_args: dict[str, t.Any]) -> flask.Response:
         return e.response
     field = request.headers.get(VALIDATE_HEADER)
     if field is not None:
-        if view.trusted is not None:
-            view.trusted(**view_args)  # it may refuse the caller (403, 404) before anything is validated
-        return _validate_field(view, data, field, json_caller)
+        if spec.trusted is not None:
+            spec.trusted(**view_args)  # it may refuse the caller (403, 404) before anything is validated
+        return _validate_field(spec, data, field, json_caller)
     try:
         header_key = _idempotent.header_key()
     except _idempotent.BadKey as e:
         return problem(400, detail=str(e), code="invalid_idempotency_key")
-    responder = _Responder(view, view_args, data, json_caller)
+    responder = _Responder(spec, view_args, data, json_caller)
 
     def build() -> C:
-        values = view.trusted(**view_args) if view.trusted is not None else {}
-        return view.command.build(data, **values)
+        values = spec.trusted(**view_args) if spec.trusted is not None else {}
+        return spec.command.build(data, **values)
 
     # Every rendered form carries a fresh hidden id, so a client-supplied id deduplicates a
     # double submit even without the header.
     key = header_key if header_key is not None else _id_key(data.get("id"))
     try:
         return _idempotent.submit(
-            view.handler,
+            spec.handler,
             build,
             key,
             fingerprint=lambda: _idempotent.request_fingerprint(data, view_args),
@@ -547,4 +447,3 @@ def _id_key(value: t.Any) -> str | None:
         return str(uuid.UUID(value))
     except ValueError:
         return None
-

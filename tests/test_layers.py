@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "outbox": 5,
     "_body": 5,
     "views": 5,
+    "_templating": 5,
     "_error_handlers": 5,
     "extension": 6,
     "cli": 6,

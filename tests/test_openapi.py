@@ -6,6 +6,7 @@ import collections
 import datetime
 import decimal
 import enum
+import functools
 import json
 import pathlib
 import typing as t
@@ -366,6 +367,31 @@ def test_openapi_declared_success_responses() -> None:
         "Idempotent-Replayed": {"$ref": "#/components/headers/IdempotentReplayed"}
     }
     assert "content" not in doc["paths"]["/notes"]["delete"]["responses"]["204"]
+
+
+def test_openapi_wrapped_command_view() -> None:
+    """A command view under another decorator (``functools.wraps``) is still documented."""
+    app = flask.Flask("wrapped")
+    Commands(app)
+
+    def logged(view: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        @functools.wraps(view)
+        def wrapper(**kwargs: t.Any) -> t.Any:
+            return view(**kwargs)
+
+        return wrapper
+
+    @app.post("/notes")
+    @logged
+    @command_view(OaAddNote, add_note, trusted=lambda: {"board_id": 1}, responses={201: NOTE_SCHEMA})
+    def add(result: t.Any, cmd: OaAddNote) -> flask.typing.ResponseReturnValue:
+        return result, 201
+
+    doc = _document(app)
+    assert list(doc["paths"]) == ["/notes"]
+    assert doc["paths"]["/notes"]["post"]["responses"]["201"]["content"] == {
+        "application/json": {"schema": NOTE_SCHEMA}
+    }
 
 
 @pytest.mark.parametrize(

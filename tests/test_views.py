@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import decimal
 import enum
+import functools
 import hashlib
 import json
 import re
@@ -34,6 +36,7 @@ from flask_commands import command_view
 from flask_commands import field
 from flask_commands import handler
 from flask_commands import htmx
+from flask_commands.views import CommandSpec
 
 
 class AddTodo(Command):
@@ -150,6 +153,67 @@ def app() -> flask.Flask:
 @pytest.fixture
 def client(app: flask.Flask) -> flask.testing.FlaskClient:
     return app.test_client()
+
+
+# view.command_spec
+
+
+def test_command_spec_holds_arguments() -> None:
+    trusted = lambda: {"actor_id": 7}  # noqa: E731
+    responses = {201: {"type": "object"}}
+
+    @command_view(
+        AddTodo, add_todo, template="page.html", block="new_form", trusted=trusted, responses=responses
+    )
+    def add(result: t.Any, cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return "", 201
+
+    spec = add.command_spec  # type: ignore[attr-defined]
+    assert isinstance(spec, CommandSpec)
+    assert (spec.command, spec.handler, spec.template, spec.block, spec.trusted) == (
+        AddTodo,
+        add_todo,
+        "page.html",
+        "new_form",
+        trusted,
+    )
+    assert spec.func.__name__ == "add"
+    assert spec.responses == responses
+
+
+def test_command_spec_responses_default_empty() -> None:
+    @command_view(AddTodo, add_todo)
+    def add(result: t.Any, cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return ""
+
+    assert add.command_spec.responses == {}  # type: ignore[attr-defined]
+
+
+def test_command_spec_read_only() -> None:
+    @command_view(AddTodo, add_todo)
+    def add(result: t.Any, cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return ""
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        add.command_spec.template = "other.html"  # type: ignore[attr-defined]
+
+
+def test_command_spec_survives_wraps() -> None:
+    """A view wrapped by a decorator using ``functools.wraps`` is still known as a command view."""
+
+    def logged(view: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        @functools.wraps(view)
+        def wrapper(**kwargs: t.Any) -> t.Any:
+            return view(**kwargs)
+
+        return wrapper
+
+    @command_view(AddTodo, add_todo, trusted=lambda: {"actor_id": 7})
+    def add(result: t.Any, cmd: AddTodo) -> flask.typing.ResponseReturnValue:
+        return result, 201
+
+    wrapped = logged(add)
+    assert wrapped.command_spec is add.command_spec  # type: ignore[attr-defined]
 
 
 def hidden_id(html: str) -> str:
