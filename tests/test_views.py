@@ -147,11 +147,6 @@ def app() -> flask.Flask:
     return make_app()
 
 
-@pytest.fixture
-def client(app: flask.Flask) -> flask.testing.FlaskClient:
-    return app.test_client()
-
-
 def hidden_id(html: str) -> str:
     match = re.search(r'name="id" type="hidden" value="([^"]*)"', html)
     assert match is not None, html
