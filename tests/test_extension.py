@@ -375,7 +375,7 @@ def test_memory_store_app_loads_no_database_module() -> None:
 
 
 def test_init_app_registers_no_teardown(app: flask.Flask) -> None:
-    """The package holds nothing per request that a teardown hook would release (docs/extension.md)."""
+    """The package holds nothing per request that a teardown hook would release (README, decisions)."""
     Commands(app)
     assert app.teardown_appcontext_funcs == []
     assert dict(app.teardown_request_funcs) == {}
