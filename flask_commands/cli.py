@@ -12,6 +12,7 @@ from flask.cli import AppGroup
 from . import _codec
 from .command import Command
 from .command import _registry as _commands
+from .command import command_fields
 from .command import type_name
 from .errors import CommandInvalid
 from .errors import Conflict
@@ -58,7 +59,7 @@ def list_commands() -> None:
     for full in sorted(_commands):
         cls = _commands[full]
         click.echo(full)
-        for info in cls._fields:
+        for info in command_fields(cls):
             click.echo(f"    {_describe_field(info)}")
         for h in sorted((h for h in _handlers.values() if h.command is cls), key=lambda h: h.name):
             click.echo(f"    handler {h.name}")
@@ -92,7 +93,7 @@ def run(name: str, data_text: str, trusted_text: str) -> None:
     handler = _handler_for(cls)
     data = _json_object(data_text, "--data")
     trusted = _json_object(trusted_text, "--trusted")
-    expected = {info.name for info in cls._fields if info.trusted}
+    expected = {info.name for info in command_fields(cls) if info.trusted}
     if set(trusted) != expected:
         names = ", ".join(sorted(expected)) or "none"
         raise click.ClickException(

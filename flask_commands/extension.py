@@ -40,6 +40,9 @@ class Commands:
         - ``COMMANDS_IDEMPOTENCY_TTL``: seconds outcomes are kept for replay.
         - ``COMMANDS_OTEL``: ``True`` calls :func:`flask_commands.otel.instrument` (the ``otel`` extra).
 
+        No teardown function is registered: nothing the package holds outlives a call (a store's
+        connection) or belongs to anything but the app's own session and ``flask.g``.
+
         :raises RuntimeError: when the app already has a ``Commands`` registered.
         :raises TypeError: ``COMMANDS_IDEMPOTENCY_STORE`` is a store lacking a method of ``Store``.
         """

@@ -16,6 +16,7 @@ import pytest
 
 from . import signals
 from .command import Command
+from .command import command_fields
 from .errors import CommandInvalid
 
 _NAMES = {
@@ -95,7 +96,7 @@ def assert_invalid(
     :raises ValueError: when ``field`` is not a field that input can set (a typo, a trusted field).
     """
     __tracebackhide__ = True
-    settable = ["id", *(info.name for info in command._fields if not info.trusted)]
+    settable = ["id", *(info.name for info in command_fields(command) if not info.trusted)]
     if field not in settable:
         names = ", ".join(repr(name) for name in settable)
         raise ValueError(f"{command.__name__} has no field {field!r} that input can set; use one of {names}.")

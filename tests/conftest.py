@@ -12,6 +12,9 @@ import pytest
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 
+if t.TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
 # COMMANDS_TEST_<NAME>_URL points a service at another database, Redis number or vhost on the same
 # server, so that two checkouts can run the suite side by side without sharing tables or queues.
 SERVICES = {
@@ -75,6 +78,29 @@ def app(tmp_path: pathlib.Path) -> flask.Flask:
 def app_ctx(app: flask.Flask) -> t.Iterator[flask.ctx.AppContext]:
     with app.app_context() as ctx:
         yield ctx
+
+
+@pytest.fixture
+def client(app: flask.Flask) -> flask.testing.FlaskClient:
+    """A test client of ``app`` (a module's own ``app`` fixture where it overrides this one's)."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def browser() -> t.Iterator[Browser]:
+    """Debian's Chromium under Playwright, one per test module.
+
+    Module-scoped, not session-scoped: a sync Playwright still running when another module starts
+    its own fails, and one left running for the whole session would hold its event loop across
+    every other module's tests.
+    """
+    executable = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 def _sqlite_transactions(engine: sa.Engine) -> None:

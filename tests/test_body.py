@@ -74,11 +74,6 @@ def app() -> flask.Flask:
     return make_app()
 
 
-@pytest.fixture
-def client(app: flask.Flask) -> flask.testing.FlaskClient:
-    return app.test_client()
-
-
 # Malformed bodies: 400, 413, 415
 
 

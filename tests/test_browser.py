@@ -7,8 +7,6 @@ import typing as t
 
 import browser_app
 import pytest
-from conftest import CHROMIUM_ARGS
-from conftest import require_chromium
 from werkzeug.serving import make_server
 
 if t.TYPE_CHECKING:
@@ -29,18 +27,6 @@ def server() -> t.Iterator[str]:
     httpd.shutdown()
     thread.join()
     httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> t.Iterator[Browser]:
-    # Module-scoped: a sync Playwright still running when another module starts its own fails.
-    executable = require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import sys
 import threading
 import typing as t
 import uuid
@@ -1121,24 +1122,40 @@ def test_new_id_matches_uuid4_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(made) <= expected
 
 
-def test_new_id_unique_across_threads() -> None:
+@pytest.mark.parametrize("batch", [256, 2])
+def test_new_id_unique_across_threads(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """Many threads taking ids at once from one pool never get the same id twice.
+
+    The GIL is told to switch threads every microsecond (free-threaded Python runs them truly at
+    once), so a pool that read an id and removed it in two steps would hand some id out twice; a
+    batch of 2 makes threads refill at the same time too.
+    """
     from flask_commands import command as module
 
+    monkeypatch.setattr(module._IdPool, "_BATCH", batch)
+    interval = sys.getswitchinterval()
     pool = module._IdPool()
-    barrier = threading.Barrier(8)
-    results: list[list[uuid.UUID]] = [[] for _ in range(8)]
+    threads_count, per_thread = 16, 5000
+    barrier = threading.Barrier(threads_count)
+    results: list[list[uuid.UUID]] = [[] for _ in range(threads_count)]
 
     def take(out: list[uuid.UUID]) -> None:
         barrier.wait()
-        out.extend(pool.next() for _ in range(5000))
+        out.extend(pool.next() for _ in range(per_thread))
 
     threads = [threading.Thread(target=take, args=(out,)) for out in results]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     every = [ident for out in results for ident in out]
-    assert len(set(every)) == len(every) == 40000
+    assert len(every) == threads_count * per_thread
+    duplicates = len(every) - len(set(every))
+    assert duplicates == 0
 
 
 def test_new_id_fork_child_drops_batch() -> None:

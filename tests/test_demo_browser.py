@@ -16,8 +16,6 @@ import typing as t
 
 import flask
 import pytest
-from conftest import CHROMIUM_ARGS
-from conftest import require_chromium
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
@@ -78,17 +76,6 @@ class Demo:
     @property
     def url(self) -> str:
         return self.served.url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ DEV_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "mypy", "ruff", "playwrig
 def test_demo_extra_holds_no_dev_tool() -> None:
     extras = _extras()
     demo = _names(extras["demo"])
-    assert demo == {"celery", "flask-wtf"}
+    assert demo == {"celery", "flask-sqlalchemy", "flask-wtf"}
     assert not demo & DEV_TOOLS
     assert _names(extras["dev"]) >= DEV_TOOLS  # the tools exist, in the dev extra only
 

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import ast
 import gc
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
 import typing as t
 import weakref
 
 import flask
 import pytest
 
+import flask_commands
 from flask_commands import Commands
 from flask_commands.extension import DEFAULTS
 from flask_commands.idempotency.memory import MemoryStore
 from flask_commands.state import NOT_REGISTERED
 from flask_commands.state import AppState
 from flask_commands.state import app_state
+
+PACKAGE = pathlib.Path(flask_commands.__file__).resolve().parent
+README = PACKAGE.parent / "README.md"
 
 ALREADY_REGISTERED = (
     "A 'Commands' instance has already been registered on this Flask app. Import and use that"
@@ -62,9 +73,12 @@ def test_init_app_no_app_on_instance(app: flask.Flask) -> None:
     assert not hasattr(commands, "app")
 
 
-def test_init_app_blueprint(app: flask.Flask) -> None:
+def test_init_app_blueprint_templates(app: flask.Flask) -> None:
+    """The blueprint makes the package's macros loadable as ``commands/macros.html``."""
     Commands(app)
-    assert app.blueprints["commands"].name == "commands"
+    template = app.jinja_env.get_template("commands/macros.html")
+    assert template.filename is not None
+    assert pathlib.Path(template.filename) == PACKAGE / "templates" / "commands" / "macros.html"
 
 
 def test_init_app_blueprint_static(app: flask.Flask) -> None:
@@ -105,14 +119,21 @@ def test_config_default(app: flask.Flask, key: str, default: t.Any) -> None:
     assert app.config[key] == default
 
 
-def test_config_defaults_complete() -> None:
-    assert sorted(DEFAULTS) == [
-        "COMMANDS_IDEMPOTENCY_LEASE",
-        "COMMANDS_IDEMPOTENCY_SCOPE",
-        "COMMANDS_IDEMPOTENCY_STORE",
-        "COMMANDS_IDEMPOTENCY_TTL",
-        "COMMANDS_IDEMPOTENCY_WAIT",
-    ]
+def _readme_config_table() -> dict[str, t.Any]:
+    """The README's configuration table: key → its default (a Python literal)."""
+    rows = re.findall(r"^\| `(COMMANDS_\w+)` \| `([^`]*)` \|", README.read_text(), re.MULTILINE)
+    return {key: ast.literal_eval(default) for key, default in rows}
+
+
+def test_config_every_key_documented(app: flask.Flask) -> None:
+    """Every ``COMMANDS_*`` key ``init_app`` sets is in the README's table with its default, and in
+    ``init_app``'s docstring; the table names no key that ``init_app`` does not read."""
+    Commands(app)
+    set_by_init = {key: value for key, value in app.config.items() if key.startswith("COMMANDS_")}
+    assert _readme_config_table() == set_by_init
+    assert set(DEFAULTS) <= set(set_by_init)
+    docstring = Commands.init_app.__doc__ or ""
+    assert [key for key in set_by_init if f"``{key}``" not in docstring] == []
 
 
 @pytest.mark.parametrize(
@@ -256,3 +277,105 @@ def test_store_protocol_runtime_checkable() -> None:
     assert isinstance(MemoryStore(), Store)
     assert isinstance(SQLAlchemyStore("sqlite://"), Store)
     assert not isinstance(_Partial(), Store)
+
+
+# What loads lazily.
+
+#: Imported only when the feature that needs it is used: SQLAlchemy by a database store, the outbox
+#: and the database error handlers; Celery, OpenTelemetry and pytest by their modules; Flask-WTF
+#: and Flask-SQLAlchemy never by ``import flask_commands``.
+LAZY = [
+    "celery",
+    "flask_sqlalchemy",
+    "flask_wtf",
+    "opentelemetry",
+    "psycopg",
+    "pymysql",
+    "pytest",
+    "sqlalchemy",
+    "flask_commands.celery",
+    "flask_commands.idempotency.sql",
+    "flask_commands.otel",
+    "flask_commands.outbox",
+    "flask_commands.testing",
+]
+
+
+def _loaded_after(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter; return which of :data:`LAZY` it left in ``sys.modules``."""
+    script = textwrap.dedent(code) + textwrap.dedent(
+        f"""
+        import json, sys
+        lazy = {LAZY!r}
+        print(json.dumps(sorted(name for name in lazy if name in sys.modules)))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    loaded: list[str] = json.loads(done.stdout)
+    return loaded
+
+
+def test_import_loads_nothing_optional() -> None:
+    assert _loaded_after("import flask_commands") == []
+
+
+def test_import_sqlalchemy_store_on_first_access() -> None:
+    loaded = _loaded_after(
+        """
+        import flask_commands
+        from flask_commands import SQLAlchemyStore
+        from flask_commands.idempotency.sql import SQLAlchemyStore as defined
+        assert SQLAlchemyStore is defined
+        assert "SQLAlchemyStore" in dir(flask_commands)
+        """
+    )
+    assert loaded == ["flask_commands.idempotency.sql", "sqlalchemy"]
+
+
+def test_import_unknown_name() -> None:
+    with pytest.raises(AttributeError) as exc_info:
+        flask_commands.SQLAlchemyStor  # type: ignore[attr-defined]  # noqa: B018
+    assert exc_info.value.args == ("module 'flask_commands' has no attribute 'SQLAlchemyStor'",)
+
+
+def test_memory_store_app_loads_no_database_module() -> None:
+    """An app on the memory store handles a keyed JSON post without the SQL store or the outbox."""
+    loaded = _loaded_after(
+        """
+        import flask
+        from flask_commands import Command, Commands, command_view, handler
+
+        class Note(Command):
+            title: str
+
+        @handler(Note)
+        def add(cmd):
+            return cmd.title
+
+        app = flask.Flask(__name__)
+        Commands(app)
+
+        @app.route("/notes", methods=["POST"])
+        @command_view(Note, add)
+        def new_note(result, cmd):
+            return result, 201
+
+        response = app.test_client().post("/notes", json={"title": "milk"}, headers={"Idempotency-Key": "k"})
+        assert response.status_code == 201, response.data
+        """
+    )
+    assert "flask_commands.idempotency.sql" not in loaded
+    assert "flask_commands.outbox" not in loaded
+
+
+# Per-request resources.
+
+
+def test_init_app_registers_no_teardown(app: flask.Flask) -> None:
+    """The package holds nothing per request that a teardown hook would release (README, decisions)."""
+    Commands(app)
+    assert app.teardown_appcontext_funcs == []
+    assert dict(app.teardown_request_funcs) == {}

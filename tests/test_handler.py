@@ -460,41 +460,6 @@ def test_registry_redeclared_replaces() -> None:
     assert _registry[second.name] is second
 
 
-# Conflict and Rejected.
-
-
-def test_conflict_message_and_code() -> None:
-    e = Conflict("A todo with that title exists.", code="duplicate_title")
-    assert (e.message, e.code, str(e)) == (
-        "A todo with that title exists.",
-        "duplicate_title",
-        "A todo with that title exists.",
-    )
-
-
-def test_conflict_default_code() -> None:
-    assert Conflict("Taken.").code == "conflict"
-
-
-def test_rejected_message_and_code() -> None:
-    e = Rejected("Todos cannot be added on Sundays.", code="sunday")
-    assert (e.message, e.code) == ("Todos cannot be added on Sundays.", "sunday")
-
-
-def test_rejected_default_code() -> None:
-    assert Rejected("No.").code == "rejected"
-
-
-def test_refusal_repr() -> None:
-    assert repr(Conflict("Taken.")) == "Conflict('Taken.', code='conflict')"
-    assert repr(Rejected("No.", code="no")) == "Rejected('No.', code='no')"
-
-
-def test_refusal_code_required_keyword() -> None:
-    with pytest.raises(TypeError):
-        Conflict("Taken.", "taken")  # type: ignore[misc]
-
-
 # handle() needs the extension.
 
 

@@ -81,11 +81,6 @@ def app() -> flask.Flask:
     return make_app()
 
 
-@pytest.fixture
-def client(app: flask.Flask) -> flask.testing.FlaskClient:
-    return app.test_client()
-
-
 KEY = {"Idempotency-Key": '"note-1"'}
 
 

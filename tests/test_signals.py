@@ -263,6 +263,10 @@ def test_raising_receiver_invalid_still_invalid(caplog: pytest.LogCaptureFixture
     with signals.build_finished.connected_to(_raise), pytest.raises(CommandInvalid) as exc_info:
         AddTodo.build({})
     assert exc_info.value.errors == {"title": ["This field is required."]}
+    # The invalid build was sent, and the receiver's error logged rather than raised.
+    assert [r.getMessage() for r in caplog.records] == [
+        "A receiver of the 'build-finished' signal raised; it was skipped."
+    ]
 
 
 def test_raising_receiver_handle_goes_on(caplog: pytest.LogCaptureFixture) -> None:
@@ -275,9 +279,22 @@ def test_raising_receiver_handle_goes_on(caplog: pytest.LogCaptureFixture) -> No
 
 
 def test_raising_receiver_keeps_handler_exception(caplog: pytest.LogCaptureFixture) -> None:
-    with signals.handle_failed.connected_to(_raise), pytest.raises(RuntimeError) as exc_info:
+    received: list[BaseException] = []
+
+    def record(sender: t.Any, **kwargs: t.Any) -> None:
+        received.append(kwargs["exception"])
+
+    with (
+        signals.handle_failed.connected_to(_raise),
+        signals.handle_failed.connected_to(record),
+        pytest.raises(RuntimeError) as exc_info,
+    ):
         add_todo(AddTodo(title="Milk", fail="fault"))
     assert exc_info.value is FAULT
+    assert received == [FAULT]  # handle_failed was sent with the handler's own exception
+    assert [r.getMessage() for r in caplog.records] == [
+        "A receiver of the 'handle-failed' signal raised; it was skipped."
+    ]
 
 
 def test_raising_receiver_later_receivers_run(caplog: pytest.LogCaptureFixture) -> None:
