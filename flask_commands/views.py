@@ -50,6 +50,7 @@ SUBMIT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 #: The request header of live validation: the name of the field to validate.
 VALIDATE_HEADER = "X-Commands-Validate"
+_VALIDATE_ENVIRON = "HTTP_X_COMMANDS_VALIDATE"
 
 # A form restored from history still holds a consumed id: never replay the old outcome for it.
 _ALREADY_SUBMITTED = "This form was already submitted with other values. Check it and submit again."
@@ -386,9 +387,11 @@ def _check_responses(
 
 
 def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Response:
-    request = flask.request
+    # The request object itself, not the proxy: every attribute read through the proxy costs.
+    request: flask.Request = flask.request._get_current_object()  # type: ignore[attr-defined]
+    method = request.method
     has_template = spec.template is not None
-    if request.method in ("GET", "HEAD"):
+    if method in ("GET", "HEAD"):
         if not has_template:
             rule = request.url_rule
             allowed = ", ".join(sorted(SUBMIT_METHODS.intersection(rule.methods or () if rule else ())))
@@ -399,21 +402,23 @@ def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Res
                 headers={"Allow": allowed},
             )
         return _render(spec, spec.command.form(), 200, view_args)
-    json_caller = not has_template or _is_json_type(request.mimetype) or _accepts_json()
-    if request.method not in SUBMIT_METHODS:
-        detail = f"The method {request.method!r} is not handled here."
+    if method not in SUBMIT_METHODS:
+        detail = f"The method {method!r} is not handled here."
         return problem(405, detail=detail, code="method_not_allowed")
+    json_caller = not has_template or _is_json_type(request.mimetype) or _accepts_json()
     try:
-        data = _read_body(json_caller, has_template)
+        data = _read_body(request, json_caller, has_template)
     except _BodyError as e:
         return e.response
-    field = request.headers.get(VALIDATE_HEADER)
+    # Headers straight from the WSGI environ, as request.headers.get would find them.
+    environ = request.environ
+    field = environ.get(_VALIDATE_ENVIRON)
     if field is not None:
         if spec.trusted is not None:
             spec.trusted(**view_args)  # it may refuse the caller (403, 404) before anything is validated
         return _validate_field(spec, data, field, json_caller)
     try:
-        header_key = _idempotent.header_key()
+        header_key = _idempotent.header_key(environ.get(_idempotent.IDEMPOTENCY_KEY_ENVIRON))
     except _idempotent.BadKey as e:
         return problem(400, detail=str(e), code="invalid_idempotency_key")
     responder = _Responder(spec, view_args, data, json_caller)
@@ -430,7 +435,7 @@ def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Res
             spec.handler,
             build,
             key,
-            fingerprint=lambda: _idempotent.request_fingerprint(data, view_args),
+            fingerprint=lambda: _idempotent.request_fingerprint(data, view_args, request),
             respond=lambda ran: _respond(ran, responder),
             mismatch=lambda: _mismatch(responder),
             wait=not json_caller,
