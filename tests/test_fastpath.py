@@ -27,6 +27,8 @@ from flask_commands import Command
 from flask_commands import CommandInvalid
 from flask_commands import field
 from flask_commands import signals
+from flask_commands.views import _form_errors
+from flask_commands.views import _plan_errors
 
 # forms.py still passes SelectField choices as tuples, which WTForms 3.3 deprecates when a form
 # is bound: only the real form warns (the fast path never binds one).
@@ -757,3 +759,77 @@ def test_custom_json_same_as_form(data: dict[str, t.Any]) -> None:
 @given(_form_inputs(Custom))
 def test_custom_form_post_same_as_form(data: MultiDict[str, str]) -> None:
     _assert_same(Custom, data)
+
+
+# Live validation (views): the plan's errors against the real form's, as each field would show them.
+
+
+def _assert_live_same(cls: type[Command], data: t.Any) -> None:
+    """Where the plan decides live validation, it gives the real form's errors, field by field."""
+    fast = _plan_errors(cls, data)
+    try:
+        _, real = _form_errors(slow(cls), data)
+    except Exception:  # the real form's own failure: the plan must leave such input to it
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == real
+
+
+@pytest.mark.parametrize("cls", [Todo, Kinds, Chains, Localised])
+def test_live_plan_decides_valid_input(cls: type[Command]) -> None:
+    for owner, data, _ in [*_VALID_JSON, *_VALID_FORMS]:
+        if owner is cls:
+            assert _plan_errors(cls, data) == {}
+
+
+def test_live_plan_errors_of_invalid_input() -> None:
+    data = {"title": "", "count": "abc"}
+    assert _plan_errors(Localised, data) == _form_errors(slow(Localised), data)[1]
+    assert _plan_errors(Localised, data)
+
+
+def test_live_no_plan_without_fast_path() -> None:
+    assert _plan_errors(slow(Todo), {"title": "x"}) is None
+
+
+@_differential
+@given(_json_inputs(Todo))
+def test_live_todo_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_live_same(Todo, data)
+
+
+@_differential
+@given(_form_inputs(Todo))
+def test_live_todo_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_live_same(Todo, data)
+
+
+@_differential
+@given(_json_inputs(Kinds))
+def test_live_kinds_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_live_same(Kinds, data)
+
+
+@_differential
+@given(_form_inputs(Kinds))
+def test_live_kinds_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_live_same(Kinds, data)
+
+
+@_differential
+@given(_json_inputs(Chains))
+def test_live_chains_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_live_same(Chains, data)
+
+
+@_differential
+@given(_form_inputs(Chains))
+def test_live_chains_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_live_same(Chains, data)
+
+
+@_differential
+@given(_json_inputs(Localised))
+def test_live_localised_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_live_same(Localised, data)
