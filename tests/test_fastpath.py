@@ -833,3 +833,59 @@ def test_live_chains_form_post_same_as_form(data: MultiDict[str, str]) -> None:
 @given(_json_inputs(Localised))
 def test_live_localised_json_same_as_form(data: dict[str, t.Any]) -> None:
     _assert_live_same(Localised, data)
+
+
+# The memo of messages (FieldErrors): the same invalid input is worded once, and alike.
+
+
+def _errors_of(cls: type[Command], data: t.Any) -> dict[str, list[str]]:
+    with pytest.raises(CommandInvalid) as excinfo:
+        cls.build(data)
+    return excinfo.value.errors
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"title": "", "count": "abc"}, MultiDict({"title": "", "count": "abc"})],
+    ids=["json", "form"],
+)
+def test_memo_same_errors_again(data: t.Any) -> None:
+    first = _errors_of(Todo, data)
+    first["title"].append("changed by the caller")  # a caller's change must not reach the memo
+    assert _errors_of(Todo, data) == _errors_of(slow(Todo), data)
+
+
+def test_memo_words_each_language_apart() -> None:
+    data = {"title": ""}
+    assert _errors_of(Localised, data) == _errors_of(slow(Localised), data)
+    assert _errors_of(Todo, data) == _errors_of(slow(Todo), data)
+    assert _errors_of(Localised, data)["title"] != _errors_of(Todo, data)["title"]
+
+
+def test_memo_runs_no_field_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask_commands._fastpath import errors
+
+    data = {"title": "", "owner": "nope-again"}
+    expected = _errors_of(Todo, data)
+    calls: list[object] = []
+    real = errors.field_errors
+
+    def counting(*args: t.Any) -> list[str]:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(errors, "field_errors", counting)
+    assert _errors_of(Todo, data) == expected
+    assert calls == []
+    assert _errors_of(Todo, {"title": "", "owner": "nope-other"}) == _errors_of(
+        slow(Todo), {"title": "", "owner": "nope-other"}
+    )
+    assert len(calls) == 1  # the new text only
+
+
+def test_memo_bounded() -> None:
+    plan = Todo._plan
+    assert plan is not None
+    for n in range(plan.errors.MEMO_SIZE + 10):  # type: ignore[attr-defined]
+        _errors_of(Todo, {"title": "", "owner": f"nope-{n}"})
+    assert len(plan.errors._memo) <= plan.errors.MEMO_SIZE  # type: ignore[attr-defined]
