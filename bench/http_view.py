@@ -27,13 +27,8 @@ import argparse
 import json
 import logging
 import os
-import re
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 import uuid
 
@@ -47,30 +42,12 @@ from flask_commands import field
 from flask_commands import handler
 from flask_commands import signals
 
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # python -P leaves bench/ out
+import loopback
+
 SERVERS = ("bare", "command", "log", "log-null")
 TARGET = 0.85
 BODY = {"title": "Buy milk", "order": 3, "completed": False}
-
-# Each wrk thread sends its own run of keys: "<nonce>-<thread>-<n>", new for every request.
-WRK_SCRIPT = """
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-local counter = 0
-local prefix = ""
-local body = ""
-function init(args)
-  prefix = args[1] .. "-" .. tid .. "-"
-  body = args[2]
-end
-function request()
-  counter = counter + 1
-  local headers = {["Content-Type"] = "application/json", ["Idempotency-Key"] = prefix .. counter}
-  return wrk.format("POST", "/todos", headers, body)
-end
-"""
 
 
 class AddTodo(Command):
@@ -145,48 +122,9 @@ def command_app(log: str | None = None) -> flask.Flask:
 
 
 def serve(name: str, port: int) -> None:
-    """Serve the app ``name`` with gunicorn on 127.0.0.1:``port`` until killed."""
-    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
-
+    """Serve the app ``name`` with gunicorn (1 worker, gthread x4) on 127.0.0.1:``port`` until killed."""
     app = bare_app() if name == "bare" else command_app(None if name == "command" else name)
-    options = {
-        "bind": f"127.0.0.1:{port}",
-        "workers": 1,
-        "worker_class": "gthread",
-        "threads": 4,
-        "keepalive": 5,
-        "accesslog": None,
-        "loglevel": "warning",
-    }
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> flask.Flask:
-            return app
-
-    Server().run()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server on port {port} exited with status {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"the server on port {port} did not start within {timeout:.0f} s")
+    loopback.serve(lambda: app, port, loopback.GTHREAD)
 
 
 def _check(name: str, port: int) -> None:
@@ -203,31 +141,6 @@ def _check(name: str, port: int) -> None:
             raise SystemExit(f"{name}: unexpected answer {response.status} {body!r}")
 
 
-def _wrk(port: int, seconds: int, connections: int, script: str) -> float:
-    """Requests per second of one wrk run; exits if any response was not 2xx."""
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "-s",
-        script,
-        f"http://127.0.0.1:{port}",
-        "--",
-        uuid.uuid4().hex,
-        json.dumps(BODY),
-    ]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: .*", output)
-    if bad or errors:
-        raise SystemExit(f"wrk saw failures on port {port}:\n{output}")
-    found = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if found is None:
-        raise SystemExit(f"no Requests/sec in wrk's output:\n{output}")
-    return float(found.group(1))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=4, help="length of one wrk run")
@@ -239,35 +152,20 @@ def main() -> None:
     if args.serve is not None:
         serve(args.serve, args.port)
         return
-    if subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True).returncode != 0:
-        raise SystemExit("wrk is not installed; on Debian: apt-get install wrk")
-
-    ports = {name: _free_port() for name in SERVERS}
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--serve", name, "--port", str(port)],
-        )
-        for name, port in ports.items()
-    }
-    try:
-        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-            script.write(WRK_SCRIPT)
-            script.flush()
-            for name, port in ports.items():
-                _wait_ready(port, processes[name])
-                _check(name, port)
-                _wrk(port, 1, args.connections, script.name)  # warm-up
-            rates: dict[str, list[float]] = {name: [] for name in SERVERS}
-            for round_ in range(args.rounds):
-                # Each round starts one server later, so no server always runs first or last.
-                shift = round_ % len(SERVERS)
-                for name in SERVERS[shift:] + SERVERS[:shift]:
-                    rates[name].append(_wrk(ports[name], args.seconds, args.connections, script.name))
-    finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(timeout=10)
+    loopback.require_wrk()
+    with loopback.servers(__file__, SERVERS) as servers, loopback.wrk_script() as script:
+        for name, server in servers.items():
+            _check(name, server.port)
+            loopback.wrk(server.port, 1, script, BODY, connections=args.connections)  # warm-up
+        rates: dict[str, list[float]] = {name: [] for name in SERVERS}
+        for round_ in range(args.rounds):
+            # Each round starts one server later, so no server always runs first or last.
+            shift = round_ % len(SERVERS)
+            for name in SERVERS[shift:] + SERVERS[:shift]:
+                run = loopback.wrk(
+                    servers[name].port, args.seconds, script, BODY, connections=args.connections
+                )
+                rates[name].append(run.rate)
 
     median = {name: statistics.median(values) for name, values in rates.items()}
     print(

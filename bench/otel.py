@@ -6,7 +6,7 @@ The app serves ``POST /todos`` with ``@command_view(AddTodo, add_todo)``: a JSON
 ``Idempotency-Key`` per request (so each one claims and completes a key in the default memory
 store), a no-op handler, 201 with JSON. It is measured twice:
 
-- over HTTP, as bench/http.py does: one gunicorn server per configuration (1 worker, gthread x4)
+- over HTTP, as bench/http_view.py does: one gunicorn server per configuration (1 worker, gthread x4)
   driven in turn by ``wrk`` (Debian: ``apt-get install wrk``); the target is measured so;
 - in process: requests straight to the WSGI app (no server, no socket), where the
   instrumentation's share of the cost is largest.
@@ -28,69 +28,41 @@ steadier. Target: ``on`` at least 0.9 times ``off``.
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
 import os
+import statistics
 import sys
+import time
+import typing as t
+import uuid
 
-# Run as bench/otel.py without -P, Python puts bench/ first on sys.path, where bench/http.py
-# would shadow the standard library's http package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import flask
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import NoOpTracerProvider
+from werkzeug.test import EnvironBuilder
+from wtforms import validators as v
 
-import argparse  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import typing as t  # noqa: E402
-import uuid  # noqa: E402
+from flask_commands import Command
+from flask_commands import Commands
+from flask_commands import command_view
+from flask_commands import field
+from flask_commands import handler
+from flask_commands import otel
 
-import flask  # noqa: E402
-from opentelemetry.metrics import NoOpMeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export import SpanExporter  # noqa: E402
-from opentelemetry.sdk.trace.export import SpanExportResult  # noqa: E402
-from opentelemetry.trace import NoOpTracerProvider  # noqa: E402
-from werkzeug.test import EnvironBuilder  # noqa: E402
-from wtforms import validators as v  # noqa: E402
-
-from flask_commands import Command  # noqa: E402
-from flask_commands import Commands  # noqa: E402
-from flask_commands import command_view  # noqa: E402
-from flask_commands import field  # noqa: E402
-from flask_commands import handler  # noqa: E402
-from flask_commands import otel  # noqa: E402
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # python -P leaves bench/ out
+import loopback
 
 CONFIGS = ("off", "api", "on", "on+flask")
 TARGET = 0.9
 BODY = {"title": "Buy milk", "order": 3, "completed": False}
-
-# Each wrk thread sends its own run of keys: "<nonce>-<thread>-<n>", new for every request.
-WRK_SCRIPT = """
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-local counter = 0
-local prefix = ""
-local body = ""
-function init(args)
-  prefix = args[1] .. "-" .. tid .. "-"
-  body = args[2]
-end
-function request()
-  counter = counter + 1
-  local headers = {["Content-Type"] = "application/json", ["Idempotency-Key"] = prefix .. counter}
-  return wrk.format("POST", "/todos", headers, body)
-end
-"""
 
 
 class AddTodo(Command):
@@ -186,62 +158,9 @@ def _configured(name: str) -> flask.Flask:
 
 
 def serve(name: str, port: int) -> None:
-    """Serve configuration ``name`` with gunicorn on 127.0.0.1:``port`` until killed."""
-    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
-
-    options = {
-        "bind": f"127.0.0.1:{port}",
-        "workers": 1,
-        "worker_class": "gthread",
-        "threads": 4,
-        "keepalive": 5,
-        "accesslog": None,
-        "loglevel": "warning",
-    }
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> flask.Flask:
-            # In the worker process: the SDK's batch thread must start after the fork.
-            return _configured(name)
-
-    Server().run()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server on port {port} exited with status {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"the server on port {port} did not start within {timeout:.0f} s")
-
-
-def _wrk(port: int, seconds: float, connections: int, script: str) -> tuple[float, int]:
-    """Requests per second and requests of one wrk run; exits if any response was not 2xx."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script, f"http://127.0.0.1:{port}"]
-    command += ["--", uuid.uuid4().hex, json.dumps(BODY)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    if re.search(r"Non-2xx or 3xx responses: (\d+)", output) or re.search(r"Socket errors: .*", output):
-        raise SystemExit(f"wrk saw failures on port {port}:\n{output}")
-    found = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if found is None:
-        raise SystemExit(f"no Requests/sec in wrk's output:\n{output}")
-    total = re.search(r"(\d+) requests in", output)
-    return float(found.group(1)), int(total.group(1)) if total else 0
+    """Serve configuration ``name`` with gunicorn (1 worker, gthread x4) on 127.0.0.1:``port``."""
+    # Loaded in the worker process: the SDK's batch thread must start after the fork.
+    loopback.serve(lambda: _configured(name), port, loopback.GTHREAD)
 
 
 def _cpu(master: int) -> float:
@@ -261,32 +180,18 @@ def _cpu(master: int) -> float:
 
 
 def over_http(seconds: int, rounds: int, connections: int) -> dict[str, list[tuple[float, float]]]:
-    ports = {name: _free_port() for name in CONFIGS}
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, "-P", os.path.abspath(__file__), "--serve", name, "--port", str(port)]
-        )
-        for name, port in ports.items()
-    }
     rates: dict[str, list[tuple[float, float]]] = {name: [] for name in CONFIGS}
-    try:
-        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-            script.write(WRK_SCRIPT)
-            script.flush()
-            for name, port in ports.items():
-                _wait_ready(port, processes[name])
-                _wrk(port, 1, connections, script.name)  # warm-up (and a check: 2xx only)
-            for round_ in range(rounds):
-                shift = round_ % len(CONFIGS)
-                for name in CONFIGS[shift:] + CONFIGS[:shift]:
-                    before = _cpu(processes[name].pid)
-                    rate, requests = _wrk(ports[name], seconds, connections, script.name)
-                    rates[name].append((rate, (_cpu(processes[name].pid) - before) / max(requests, 1)))
-    finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(timeout=10)
+    with loopback.servers(__file__, CONFIGS) as servers, loopback.wrk_script() as script:
+        for server in servers.values():
+            # A warm-up, and a check: 2xx only.
+            loopback.wrk(server.port, 1, script, BODY, connections=connections)
+        for round_ in range(rounds):
+            shift = round_ % len(CONFIGS)
+            for name in CONFIGS[shift:] + CONFIGS[:shift]:
+                server = servers[name]
+                before = _cpu(server.process.pid)
+                run = loopback.wrk(server.port, seconds, script, BODY, connections=connections)
+                rates[name].append((run.rate, (_cpu(server.process.pid) - before) / max(run.requests, 1)))
     return rates
 
 
@@ -345,8 +250,7 @@ def main() -> None:
     if args.serve is not None:
         serve(args.serve, args.port)
         return
-    if subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True).returncode != 0:
-        raise SystemExit("wrk is not installed; on Debian: apt-get install wrk")
+    loopback.require_wrk()
     http = _report(
         f"over HTTP: gunicorn (1 worker, gthread x4) + wrk (-t1 -c{args.connections}),"
         f" {args.rounds} x {args.seconds} s each, medians; {os.cpu_count()} CPUs",

@@ -17,9 +17,10 @@ answers 201 with the todo as JSON or 422 with the errors:
 Server-side cost, without the network: each request is ``app.wsgi_app(environ, start_response)``
 on a prepared WSGI environ (body, headers), its body read to the end; rounds of a few hundred
 requests alternate between the apps (each round starting with the next app) and each figure is
-the best round's mean. Printed: µs per request, the cost over ``bare`` and each app's throughput
-relative to ``bare``. Targets (issue 17): the command view at most 10 µs over bare on valid input,
-20 µs keyed, 25 µs invalid, each below every peer's.
+the best round's mean CPU time of this process (steadier than wall time on a shared machine).
+Printed: µs per request, the cost over ``bare`` and each app's throughput relative to ``bare``.
+Targets (issue 17): the command view at most 10 µs over bare on valid input, 20 µs keyed, 25 µs
+invalid, each below every peer's.
 
 ``--http`` (bounded: ``--http-seconds`` per run) also serves each app with gunicorn on loopback
 (sync ``-w 1``, sync ``-w 2``, ``gthread`` one worker of 4 threads) and drives it with ``wrk``
@@ -35,13 +36,8 @@ import io
 import json
 import os
 import pstats
-import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import typing as t
 import uuid
@@ -55,6 +51,9 @@ from flask_commands import Commands
 from flask_commands import command_view
 from flask_commands import field
 from flask_commands import handler
+
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # python -P leaves bench/ out
+import loopback
 
 VALID = {"title": "Buy milk", "order": 3, "completed": False}
 INVALID = {"title": "", "order": "soon", "completed": False}
@@ -284,10 +283,12 @@ def server_side(apps: dict[str, flask.Flask], seconds: float, batch: int) -> dic
                     continue  # an invalid command is never keyed: the same as "command"
                 environs = [_environ(body, name == "keyed") for _ in range(batch)]
                 app = apps[name]
-                start = time.perf_counter()
+                # CPU time, not wall time: on a shared machine other processes take the CPU
+                # away mid-round, which wall time would charge to whichever app was running.
+                start = time.process_time()
                 for environ in environs:
                     _call(app, environ)
-                elapsed = (time.perf_counter() - start) / batch
+                elapsed = (time.process_time() - start) / batch
                 best[path][name] = min(best[path][name], elapsed * 1e6)
         rounds += 1
     best["invalid"].pop("keyed", None)
@@ -296,7 +297,9 @@ def server_side(apps: dict[str, flask.Flask], seconds: float, batch: int) -> dic
 
 def report_server_side(best: dict[str, dict[str, float]], seconds: float) -> None:
     """Print the µs per request, the cost over bare and the throughput relative to bare."""
-    print(f"Server-side cost, app.wsgi_app(environ) per request, best round's mean ({seconds:.0f} s)")
+    print(
+        f"Server-side cost, app.wsgi_app(environ) per request, best round's mean CPU time ({seconds:.0f} s)"
+    )
     for path, figures in best.items():
         bare = figures["bare"]
         print(f"  {path}:")
@@ -317,26 +320,6 @@ def report_server_side(best: dict[str, dict[str, float]], seconds: float) -> Non
 
 # --- HTTP: gunicorn + wrk on loopback ----------------------------------------------------------
 
-WRK_SCRIPT = """
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("tid", threads)
-end
-local counter = 0
-function init(args)
-  prefix = args[1] .. "-" .. tid .. "-"
-  body = args[2]
-  keyed = args[3] == "1"
-end
-function request()
-  counter = counter + 1
-  local headers = {["Content-Type"] = "application/json"}
-  if keyed then headers["Idempotency-Key"] = prefix .. counter end
-  return wrk.format("POST", "/todos", headers, body)
-end
-"""
-
 SETTINGS = {
     "sync -w 1": {"workers": 1, "worker_class": "sync"},
     "sync -w 2": {"workers": 2, "worker_class": "sync"},
@@ -346,92 +329,28 @@ SETTINGS = {
 
 def serve(name: str, port: int, setting: str) -> None:
     """Serve app ``name`` with gunicorn on 127.0.0.1:``port`` until killed."""
-    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
-
     app = FACTORIES[name]()
-    options = {"bind": f"127.0.0.1:{port}", "keepalive": 5, "accesslog": None, "loglevel": "warning"}
-    options.update(SETTINGS[setting])
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> flask.Flask:
-            return app
-
-    Server().run()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server on port {port} exited with status {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"the server on port {port} did not start within {timeout:.0f} s")
-
-
-def _wrk(port: int, seconds: int, script: str, body: dict[str, t.Any], keyed: bool, status: int) -> float:
-    """Requests per second of one bounded wrk run on loopback."""
-    command = ["wrk", "-t1", "-c8", f"-d{seconds}s", "-s", script, f"http://127.0.0.1:{port}"]
-    command += ["--", uuid.uuid4().hex, json.dumps(body), "1" if keyed else "0"]
-    output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if status < 300 and bad:
-        raise SystemExit(f"wrk saw failures on port {port}:\n{output}")
-    found = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if found is None:
-        raise SystemExit(f"no Requests/sec in wrk's output:\n{output}")
-    return float(found.group(1))
+    loopback.serve(lambda: app, port, SETTINGS[setting])
 
 
 def http(names: list[str], seconds: int, rounds: int) -> None:
     """gunicorn + wrk for each setting; print requests/s relative to bare Flask."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_SCRIPT)
-        script.flush()
+    with loopback.wrk_script() as script:
         for setting in SETTINGS:
-            ports = {name: _free_port() for name in names if name != "keyed"}
-            processes = {
-                name: subprocess.Popen(
-                    [sys.executable, os.path.abspath(__file__), "--serve", name, "--port", str(port),
-                     "--setting", setting],
-                )
-                for name, port in ports.items()
-            }
+            served = [name for name in names if name != "keyed"]
             rates: dict[tuple[str, str], list[float]] = {}
-            try:
-                for name, port in ports.items():
-                    _wait_ready(port, processes[name])
+            with loopback.servers(__file__, served, "--setting", setting) as servers:
                 runs = [(name, path) for name in names for path in PATHS]
                 runs.remove(("keyed", "invalid"))  # an invalid command is never keyed
                 for round_ in range(rounds):
                     shift = round_ % len(runs)
                     for name, path in runs[shift:] + runs[:shift]:
                         data, status = PATHS[path]
-                        port = ports["command" if name == "keyed" else name]
-                        rate = _wrk(port, seconds, script.name, data, name == "keyed", status)
-                        rates.setdefault((name, path), []).append(rate)
-            finally:
-                for process in processes.values():
-                    process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
-                for process in processes.values():
-                    try:
-                        process.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait()
+                        port = servers["command" if name == "keyed" else name].port
+                        run = loopback.wrk(
+                            port, seconds, script, data, keyed=name == "keyed", expect_2xx=status < 300
+                        )
+                        rates.setdefault((name, path), []).append(run.rate)
             median = {key: statistics.median(values) for key, values in rates.items()}
             print(f"gunicorn {setting}, wrk -t1 -c8, {rounds} x {seconds} s, medians; ratio to bare Flask:")
             for path in PATHS:
@@ -485,8 +404,7 @@ def main() -> None:
     best = server_side(apps, args.seconds, args.batch)
     report_server_side(best, args.seconds)
     if args.http:
-        if subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True).returncode != 0:
-            raise SystemExit("wrk is not installed; on Debian: apt-get install wrk")
+        loopback.require_wrk()
         http(list(apps), args.http_seconds, args.http_rounds)
 
 

@@ -67,8 +67,9 @@ def _too_large(json_caller: bool) -> Exception:
     return _refuse(json_caller, RequestEntityTooLarge(), detail, "content_too_large")
 
 
-def _read_body(json_caller: bool, has_template: bool) -> Body:
-    """Return the submitted input: a ``dict`` from a JSON body, or ``request.form``.
+def _read_body(request: flask.Request, json_caller: bool, has_template: bool) -> Body:
+    """Return the submitted input of ``request`` (the object, not the proxy): a ``dict`` from a
+    JSON body, or ``request.form``.
 
     Text must be valid Unicode: invalid UTF-8, and a JSON ``\\ud800`` escape that pairs with
     nothing (a lone surrogate), are refused here, before any command is built.
@@ -77,8 +78,6 @@ def _read_body(json_caller: bool, has_template: bool) -> Body:
         cannot be input.
     :raises HTTPException: the same for other callers, for the app's error handlers to render.
     """
-    # The request object itself, not the proxy: every attribute read through the proxy costs.
-    request: flask.Request = flask.request._get_current_object()  # type: ignore[attr-defined]
     mimetype = request.mimetype
     if mimetype in _FORM_TYPES and has_template:
         try:

@@ -26,6 +26,7 @@ import re
 import time
 import typing as t
 
+import flask
 from flask import current_app
 from flask import request
 
@@ -63,6 +64,8 @@ T = t.TypeVar("T")
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
+#: The WSGI environ's name of the ``Idempotency-Key`` header.
+IDEMPOTENCY_KEY_ENVIRON = "HTTP_IDEMPOTENCY_KEY"
 
 _KEY_MAX_LENGTH = 255
 _SCOPED_MAX_LENGTH = 512
@@ -82,14 +85,13 @@ class BadKey(ValueError):
     """The ``Idempotency-Key`` header is not a usable key; the message says why."""
 
 
-def header_key() -> str | None:
-    """The request's ``Idempotency-Key`` header as a key, or ``None`` when it has none.
+def header_key(header: str | None) -> str | None:
+    """The key an ``Idempotency-Key`` header's value gives, or ``None`` when there is no header.
 
     Takes an sf-string (``"abc"``, as the IETF draft says) or a bare token (as Stripe's clients send).
 
     :raises BadKey: the header is empty, malformed or longer than 255 characters.
     """
-    header = request.headers.get(IDEMPOTENCY_KEY)
     if header is None:
         return None
     value = header.strip()
@@ -139,20 +141,31 @@ _shapes: dict[type[Command], tuple[str, tuple[str, ...]]] = {}
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
-def request_fingerprint(data: t.Mapping[str, t.Any], view_args: t.Mapping[str, t.Any]) -> str:
-    """Hash of what the client sent: method, URL parameters and body, without the CSRF token and ``id``."""
-    csrf = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+def request_fingerprint(
+    data: t.Mapping[str, t.Any], view_args: t.Mapping[str, t.Any], req: flask.Request | None = None
+) -> str:
+    """Hash of what the client sent: method, URL parameters and body, without the CSRF token and ``id``.
+
+    :param req: the request object (not the proxy), when the caller has it; else the current one.
+    """
+    if req is None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
     if hasattr(data, "getlist"):
         # A form post: every value of every field, in the order sent within one field.
         # Sorted by name alone (names are unique; values need not be comparable). A multipart
         # part without a usable name comes as None.
+        csrf = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
         fields = [(name, data.getlist(name)) for name in data if name != "id" and name != csrf]
         body: t.Any = sorted(fields, key=lambda item: (item[0] is not None, item[0] or ""))
-    else:
+    elif "id" in data:
         body = {name: value for name, value in data.items() if name != "id"}
-    url = {str(name): str(value) for name, value in view_args.items()}
-    query = sorted((name, request.args.getlist(name)) for name in request.args)
-    return _digest(request.method, [url, query, body])
+    else:
+        body = data
+    url = {str(name): str(value) for name, value in view_args.items()} if view_args else {}
+    # No query string (the usual case): no need to parse one.
+    args = req.args if req.environ.get("QUERY_STRING") else None
+    query = sorted((name, args.getlist(name)) for name in args) if args else []
+    return _digest(req.method, [url, query, body])
 
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)

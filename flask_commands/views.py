@@ -50,6 +50,7 @@ SUBMIT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 #: The request header of live validation: the name of the field to validate.
 VALIDATE_HEADER = "X-Commands-Validate"
+_VALIDATE_ENVIRON = "HTTP_X_COMMANDS_VALIDATE"
 
 # A form restored from history still holds a consumed id: never replay the old outcome for it.
 _ALREADY_SUBMITTED = "This form was already submitted with other values. Check it and submit again."
@@ -268,28 +269,30 @@ def _mismatch(responder: _Responder[t.Any, t.Any]) -> flask.Response:
 def _validate_field(
     spec: CommandSpec[t.Any, t.Any], data: Body, name: str, json_caller: bool
 ) -> flask.Response:
-    """Live validation: 200 with field ``name``'s fragment (or errors) and nothing handled."""
+    """Live validation: 200 with field ``name``'s fragment (or errors) and nothing handled.
+
+    The errors are those a submission of ``data`` would give the field: from the compiled plan
+    when it decides, else from the real form, with the same rules as ``Command.build``.
+    """
     command = spec.command
-    if hasattr(data, "getlist"):
-        formdata: t.Any = data
-        type_errors: dict[str, list[str]] = {}
-    else:
-        formdata, type_errors = normalise_json(data, command_fields(command))
-    form = command.Form(formdata=formdata)
-    if name not in form:
-        known = ", ".join(repr(f.name) for f in form)
+    if name != "id" and name not in _form_field_names(command):
+        known = ", ".join(repr(f.name) for f in command.Form())
         return problem(
             400,
             detail=f"{VALIDATE_HEADER} names {name!r}, which is not a field of {command.__name__};"
             f" use one of {known}.",
             code="unknown_field",
         )
-    form.validate()
-    field = form[name]
-    if name in type_errors:
-        field.errors = list(type_errors[name])
+    errors = _plan_errors(command, data)
+    form: wtforms.Form | None = None
+    if errors is None:
+        form, errors = _form_errors(command, data)
     if json_caller:
-        return flask.jsonify({"errors": {name: list(field.errors)}})
+        return flask.jsonify({"errors": {name: list(errors.get(name, ()))}})
+    if form is None:
+        form = command.Form(formdata=_formdata(command, data))
+    field = form[name]
+    field.errors = list(errors.get(name, ()))
     args = render_args(flask.request.headers.get(RENDER_HEADER))
     if isinstance(args.get("id"), str):
         field.id = field.label.field_id = args["id"]
@@ -302,6 +305,53 @@ def _validate_field(
     # The user may go on typing while this request is in flight: a morph (htmx 4 only) keeps the
     # focused input's value and caret, where outerHTML would drop what was typed meanwhile.
     return htmx.reswap(response, "outerMorph" if htmx.details().request_type else "outerHTML")
+
+
+def _form_field_names(command: type[Command]) -> frozenset[str]:
+    """The names of the command's form fields, but ``id``: its untrusted fields."""
+    return frozenset(info.name for info in command_fields(command) if not info.trusted)
+
+
+def _formdata(command: type[Command], data: Body) -> t.Any:
+    """``data`` as the form takes it: a form post as it is, JSON normalised to text."""
+    return data if hasattr(data, "getlist") else normalise_json(data, command_fields(command))[0]
+
+
+def _plan_errors(command: type[Command], data: Body) -> dict[str, list[str]] | None:
+    """Each field's errors from the compiled plan (``{}``: all valid), or ``None`` where it cannot tell."""
+    # The plan Command.build compiled for the class; None when the class has none (fast_path=False,
+    # or a form the plan does not model).
+    plan = getattr(command, "_plan", None)
+    if plan is None:
+        return None
+    if plan(data) is not None:
+        return {}
+    return t.cast("dict[str, list[str]] | None", plan.errors(data))
+
+
+def _form_errors(command: type[Command], data: Body) -> tuple[wtforms.Form, dict[str, list[str]]]:
+    """The real form bound to ``data``, validated, and each field's errors as ``Command.build`` words them.
+
+    A JSON value of the wrong type gets its type error; a value that does not parse gets its type
+    error alone, not also the checks after it.
+    """
+    if hasattr(data, "getlist"):
+        formdata: t.Any = data
+        type_errors: dict[str, list[str]] = {}
+    else:
+        formdata, type_errors = normalise_json(data, command_fields(command))
+    form = command.Form(formdata=formdata)
+    form.validate()
+    errors = {}
+    for bound in form:
+        process_errors = list(bound.process_errors)
+        if bound.name in type_errors:
+            bound.errors = list(type_errors[bound.name])
+        elif process_errors and bound.errors[: len(process_errors)] == process_errors:
+            bound.errors = process_errors
+        if bound.errors:
+            errors[bound.name] = list(bound.errors)
+    return form, errors
 
 
 def command_view(
@@ -386,9 +436,11 @@ def _check_responses(
 
 
 def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Response:
-    request = flask.request
+    # The request object itself, not the proxy: every attribute read through the proxy costs.
+    request: flask.Request = flask.request._get_current_object()  # type: ignore[attr-defined]
+    method = request.method
     has_template = spec.template is not None
-    if request.method in ("GET", "HEAD"):
+    if method in ("GET", "HEAD"):
         if not has_template:
             rule = request.url_rule
             allowed = ", ".join(sorted(SUBMIT_METHODS.intersection(rule.methods or () if rule else ())))
@@ -399,21 +451,23 @@ def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Res
                 headers={"Allow": allowed},
             )
         return _render(spec, spec.command.form(), 200, view_args)
-    json_caller = not has_template or _is_json_type(request.mimetype) or _accepts_json()
-    if request.method not in SUBMIT_METHODS:
-        detail = f"The method {request.method!r} is not handled here."
+    if method not in SUBMIT_METHODS:
+        detail = f"The method {method!r} is not handled here."
         return problem(405, detail=detail, code="method_not_allowed")
+    json_caller = not has_template or _is_json_type(request.mimetype) or _accepts_json()
     try:
-        data = _read_body(json_caller, has_template)
+        data = _read_body(request, json_caller, has_template)
     except _BodyError as e:
         return e.response
-    field = request.headers.get(VALIDATE_HEADER)
+    # Headers straight from the WSGI environ, as request.headers.get would find them.
+    environ = request.environ
+    field = environ.get(_VALIDATE_ENVIRON)
     if field is not None:
         if spec.trusted is not None:
             spec.trusted(**view_args)  # it may refuse the caller (403, 404) before anything is validated
         return _validate_field(spec, data, field, json_caller)
     try:
-        header_key = _idempotent.header_key()
+        header_key = _idempotent.header_key(environ.get(_idempotent.IDEMPOTENCY_KEY_ENVIRON))
     except _idempotent.BadKey as e:
         return problem(400, detail=str(e), code="invalid_idempotency_key")
     responder = _Responder(spec, view_args, data, json_caller)
@@ -430,7 +484,7 @@ def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Res
             spec.handler,
             build,
             key,
-            fingerprint=lambda: _idempotent.request_fingerprint(data, view_args),
+            fingerprint=lambda: _idempotent.request_fingerprint(data, view_args, request),
             respond=lambda ran: _respond(ran, responder),
             mismatch=lambda: _mismatch(responder),
             wait=not json_caller,

@@ -27,6 +27,8 @@ from flask_commands import Command
 from flask_commands import CommandInvalid
 from flask_commands import field
 from flask_commands import signals
+from flask_commands.views import _form_errors
+from flask_commands.views import _plan_errors
 
 # forms.py still passes SelectField choices as tuples, which WTForms 3.3 deprecates when a form
 # is bound: only the real form warns (the fast path never binds one).
@@ -757,3 +759,133 @@ def test_custom_json_same_as_form(data: dict[str, t.Any]) -> None:
 @given(_form_inputs(Custom))
 def test_custom_form_post_same_as_form(data: MultiDict[str, str]) -> None:
     _assert_same(Custom, data)
+
+
+# Live validation (views): the plan's errors against the real form's, as each field would show them.
+
+
+def _assert_live_same(cls: type[Command], data: t.Any) -> None:
+    """Where the plan decides live validation, it gives the real form's errors, field by field."""
+    fast = _plan_errors(cls, data)
+    try:
+        _, real = _form_errors(slow(cls), data)
+    except Exception:  # the real form's own failure: the plan must leave such input to it
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == real
+
+
+@pytest.mark.parametrize("cls", [Todo, Kinds, Chains, Localised])
+def test_live_plan_decides_valid_input(cls: type[Command]) -> None:
+    for owner, data, _ in [*_VALID_JSON, *_VALID_FORMS]:
+        if owner is cls:
+            assert _plan_errors(cls, data) == {}
+
+
+def test_live_plan_errors_of_invalid_input() -> None:
+    data = {"title": "", "count": "abc"}
+    assert _plan_errors(Localised, data) == _form_errors(slow(Localised), data)[1]
+    assert _plan_errors(Localised, data)
+
+
+def test_live_no_plan_without_fast_path() -> None:
+    assert _plan_errors(slow(Todo), {"title": "x"}) is None
+
+
+@_differential
+@given(_json_inputs(Todo))
+def test_live_todo_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_live_same(Todo, data)
+
+
+@_differential
+@given(_form_inputs(Todo))
+def test_live_todo_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_live_same(Todo, data)
+
+
+@_differential
+@given(_json_inputs(Kinds))
+def test_live_kinds_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_live_same(Kinds, data)
+
+
+@_differential
+@given(_form_inputs(Kinds))
+def test_live_kinds_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_live_same(Kinds, data)
+
+
+@_differential
+@given(_json_inputs(Chains))
+def test_live_chains_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_live_same(Chains, data)
+
+
+@_differential
+@given(_form_inputs(Chains))
+def test_live_chains_form_post_same_as_form(data: MultiDict[str, str]) -> None:
+    _assert_live_same(Chains, data)
+
+
+@_differential
+@given(_json_inputs(Localised))
+def test_live_localised_json_same_as_form(data: dict[str, t.Any]) -> None:
+    _assert_live_same(Localised, data)
+
+
+# The memo of messages (FieldErrors): the same invalid input is worded once, and alike.
+
+
+def _errors_of(cls: type[Command], data: t.Any) -> dict[str, list[str]]:
+    with pytest.raises(CommandInvalid) as excinfo:
+        cls.build(data)
+    return excinfo.value.errors
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"title": "", "count": "abc"}, MultiDict({"title": "", "count": "abc"})],
+    ids=["json", "form"],
+)
+def test_memo_same_errors_again(data: t.Any) -> None:
+    first = _errors_of(Todo, data)
+    first["title"].append("changed by the caller")  # a caller's change must not reach the memo
+    assert _errors_of(Todo, data) == _errors_of(slow(Todo), data)
+
+
+def test_memo_words_each_language_apart() -> None:
+    data = {"title": ""}
+    assert _errors_of(Localised, data) == _errors_of(slow(Localised), data)
+    assert _errors_of(Todo, data) == _errors_of(slow(Todo), data)
+    assert _errors_of(Localised, data)["title"] != _errors_of(Todo, data)["title"]
+
+
+def test_memo_runs_no_field_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask_commands._fastpath import errors
+
+    data = {"title": "", "owner": "nope-again"}
+    expected = _errors_of(Todo, data)
+    calls: list[object] = []
+    real = errors.field_errors
+
+    def counting(*args: t.Any) -> list[str]:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(errors, "field_errors", counting)
+    assert _errors_of(Todo, data) == expected
+    assert calls == []
+    assert _errors_of(Todo, {"title": "", "owner": "nope-other"}) == _errors_of(
+        slow(Todo), {"title": "", "owner": "nope-other"}
+    )
+    assert len(calls) == 1  # the new text only
+
+
+def test_memo_bounded() -> None:
+    plan = Todo._plan
+    assert plan is not None
+    for n in range(plan.errors.MEMO_SIZE + 10):  # type: ignore[attr-defined]
+        _errors_of(Todo, {"title": "", "owner": f"nope-{n}"})
+    assert len(plan.errors._memo) <= plan.errors.MEMO_SIZE  # type: ignore[attr-defined]

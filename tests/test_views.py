@@ -85,6 +85,17 @@ def handle_everything(cmd: Everything) -> str:
     return cmd.text
 
 
+class Ranged(Command, fast_path=False):
+    """A number with a range, always built by the real form (the live validation's slow path)."""
+
+    count: int = field(validators=[v.NumberRange(min=1, max=5)])
+
+
+@handler(Ranged)
+def handle_ranged(cmd: Ranged) -> int:
+    return cmd.count
+
+
 PAGE = """\
 {%- from "commands/macros.html" import flashes -%}
 <html><body><p id="page">the page</p>{{ flashes() }}
@@ -135,6 +146,11 @@ def make_app() -> flask.Flask:
     )
     def list_add(result: dict[str, t.Any], cmd: AddTodo, list_id: int) -> flask.typing.ResponseReturnValue:
         return {"list_id": list_id, "actor_id": cmd.actor_id}
+
+    @app.post("/ranged")
+    @command_view(Ranged, handle_ranged)
+    def ranged(result: int, cmd: Ranged) -> flask.typing.ResponseReturnValue:
+        return {"count": result}, 201
 
     @app.route("/everything", methods=["GET", "POST", "PUT"])
     @command_view(Everything, handle_everything, template="partial.html", trusted=lambda: {"owner": 1})
@@ -579,6 +595,38 @@ def test_validate_json(client: flask.testing.FlaskClient) -> None:
     response = client.post("/api/todos", json={"title": "", "order": [1]}, headers=headers)
     assert response.status_code == 200
     assert response.json == {"errors": {"order": ["Not a valid value."]}}
+
+
+def test_validate_json_builds_no_form(
+    client: flask.testing.FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JSON live validation the compiled plan decides builds no form."""
+    built: list[object] = []
+    real = AddTodo.Form
+
+    def counting(*args: t.Any, **kwargs: t.Any) -> wtforms.Form:
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AddTodo, "Form", counting)
+    headers = {"X-Commands-Validate": "title"}
+    response = client.post("/api/todos", json={"title": "", "order": "soon"}, headers=headers)
+    assert response.json == {"errors": {"title": ["This field is required."]}}
+    response = client.post("/api/todos", json={"title": "Milk"}, headers=headers)
+    assert response.json == {"errors": {"title": []}}
+    assert built == []
+
+
+def test_validate_type_error_alone_as_submit(client: flask.testing.FlaskClient) -> None:
+    """Live validation words a field as a submission does: a number that does not parse gets its
+    type error alone, not also the range check after it."""
+    headers = {"X-Commands-Validate": "count"}
+    response = client.post("/ranged", json={"count": "abc"}, headers=headers)
+    assert response.json == {"errors": {"count": ["Not a valid integer value."]}}
+    submitted = client.post("/ranged", json={"count": "abc"})
+    assert submitted.status_code == 422
+    assert submitted.json is not None
+    assert submitted.json["errors"] == {"count": ["Not a valid integer value."]}
 
 
 def test_validate_escapes_the_value(client: flask.testing.FlaskClient) -> None:

@@ -20,7 +20,6 @@ from .model import parse_ident
 # --- errors: what the real form says of an invalid input, without building it -----------------
 
 
-
 def field_errors(field: wtforms.Field, formdata: t.Any, form: t.Any) -> list[str]:
     """Process and validate ``field`` as ``Form`` does; return its errors, one type error alone.
 
@@ -47,13 +46,43 @@ class FieldErrors:
     plan exists only for forms without inline ``validate_<name>`` methods or custom validators.
     """
 
+    #: Entries of the memo of messages, at most; it is emptied when full.
+    MEMO_SIZE = 1024
+    #: Only texts this short are remembered, so the memo stays small.
+    MEMO_TEXT = 256
+
     def __init__(self, fields: list[CompiledField], ident: wtforms.Field, meta: DefaultMeta) -> None:
         self.fields = fields
         self.ident = ident
         self.meta = meta
+        # (field, translations, texts) → its messages. A modelled field's messages depend on its
+        # texts alone (its class and validators are WTForms' own, fixed, and none of them reads
+        # anything but the field's input), so the same invalid input (an empty required field,
+        # the same typo again) is worded once. An application's own field class is never
+        # remembered: it may answer differently each time.
+        self._memo: dict[tuple[t.Any, ...], tuple[t.Any, list[str]]] = {}
 
     def _clone(self, template: wtforms.Field, translations: t.Any) -> t.Any:
         return clone(template, translations)
+
+    def _messages(
+        self, template: wtforms.Field, translations: t.Any, formdata: t.Any, texts: t.Any
+    ) -> list[str]:
+        """``field_errors`` of a clone of ``template``, remembered by ``texts`` (short strings only)."""
+        key = None
+        if type(texts) is list and all(type(text) is str and len(text) <= self.MEMO_TEXT for text in texts):
+            # By identity: the templates live as long as the plan, and each entry keeps its
+            # translations alive, so neither id is reused while its entry exists.
+            key = (id(template), id(translations), *texts)
+            found = self._memo.get(key)
+            if found is not None and found[0] is translations:
+                return list(found[1])
+        messages = field_errors(self._clone(template, translations), formdata, None)
+        if key is not None:
+            if len(self._memo) >= self.MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = (translations, list(messages))
+        return messages
 
     def __call__(self, data: t.Mapping[str, t.Any]) -> dict[str, list[str]] | None:
         json = type(data) is dict
@@ -70,20 +99,21 @@ class FieldErrors:
             elif type(ident) is not str:
                 errors["id"] = [NOT_A_VALID_VALUE]
             elif parse_ident(ident) is FAIL:
-                messages = field_errors(self._clone(self.ident, translations), Values([ident]), None)
+                messages = self._messages(self.ident, translations, Values([ident]), [ident])
                 if messages:
                     errors["id"] = messages
         else:
             assert getlist is not None
             raw = getlist("id")
             if raw and (type(raw[0]) is not str or parse_ident(raw[0]) is FAIL):
-                messages = field_errors(self._clone(self.ident, translations), data, None)
+                messages = self._messages(self.ident, translations, data, raw)
                 if messages:
                     errors["id"] = messages
         for field in self.fields:
             info = field.info
             name = info.name
             formdata: t.Any
+            texts: t.Any = None  # the field's input texts, when the memo may remember its messages
             if field.custom:
                 # Always worded by the clone: its class and validators are the application's.
                 if not json:
@@ -105,6 +135,7 @@ class FieldErrors:
                 if value is None:
                     outcome = field.absent_json if field.static else field.missing_json()
                     formdata = Values([])
+                    texts = []
                 else:
                     try:
                         text = json_text(info, value)
@@ -115,10 +146,12 @@ class FieldErrors:
                         continue
                     outcome = field.text(text, text)
                     formdata = Values([text])
+                    texts = [text]
             else:
                 assert getlist is not None
                 raw = getlist(name)
                 formdata = data
+                texts = raw
                 if not raw:
                     outcome = field.absent_form if field.static else field.missing_form()
                 elif type(raw[0]) is str and (len(raw) == 1 or info.kind not in ("date", "datetime")):
@@ -128,11 +161,12 @@ class FieldErrors:
             if outcome is not FAIL:
                 continue
             try:
-                messages = field_errors(self._clone(field.template, translations), formdata, None)
+                if field.custom or texts is None:
+                    messages = field_errors(self._clone(field.template, translations), formdata, None)
+                else:
+                    messages = self._messages(field.template, translations, formdata, texts)
             except Exception:  # what the real form would raise too: let it
                 return None
             if messages:
                 errors[name] = messages
         return errors or None
-
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import secrets
+import itertools
 import threading
 import time
 import typing as t
@@ -50,6 +50,8 @@ class MemoryStore:
         self._entries: dict[str, _Entry] = {}
         # Tests replace the clock to expire leases without sleeping.
         self._clock: t.Callable[[], float] = time.time
+        # Tokens tell this store's claims apart: unique within the one process that holds them.
+        self._tokens = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self._entries)} records>"
@@ -74,7 +76,7 @@ class MemoryStore:
                 decision = _decide(entry.record(key), entry.expires_at, fingerprint, now)
                 if decision is not None:
                     return decision
-            token = secrets.token_hex(16)
+            token = f"{next(self._tokens):032x}"
             self._entries[key] = _Entry(fingerprint, token, None, None, now + lease)
             return Acquired(token)
 
