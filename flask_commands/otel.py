@@ -23,6 +23,7 @@ import typing as t
 from contextvars import ContextVar
 from contextvars import Token
 
+import click
 import flask
 from opentelemetry import context as otel_context
 from opentelemetry import metrics
@@ -33,6 +34,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace import Status
 from opentelemetry.trace import StatusCode
 
+from . import cli
 from . import signals
 from .errors import Conflict
 
@@ -74,6 +76,17 @@ _CELERY_INSTRUMENTATION = "opentelemetry.instrumentation.celery"
 _IN_PROGRESS = "in_progress"
 _KEY_REUSED = "idempotency_key_reused"
 _REJECT = "celery.exceptions.Reject"
+# What a refusal by the idempotency store (the key_refused signal) says, by its reason.
+_REFUSED_IN_PROGRESS: dict[str, AttributeValue] = {
+    OUTCOME: "conflict",
+    CODE: _IN_PROGRESS,
+    IDEMPOTENCY_RESULT: "in_progress",
+}
+_REFUSED_MISMATCH: dict[str, AttributeValue] = {
+    OUTCOME: "rejected",
+    CODE: _KEY_REUSED,
+    IDEMPOTENCY_RESULT: "mismatch",
+}
 
 
 @dataclasses.dataclass(slots=True)
@@ -98,7 +111,6 @@ class _Job:
     command_name: str | None
     span: trace.Span | None = None  # ours; None when the Celery instrumentation made the span
     token: Token[otel_context.Context] | None = None
-    handled: bool = False  # a handler ran or a stored outcome was replayed
     faulted: bool = False  # the fault is already recorded on the job's span
 
 
@@ -167,6 +179,7 @@ class _Instrumentation:
             (signals.handle_finished, self._handle_finished),
             (signals.handle_failed, self._handle_failed),
             (signals.replayed, self._replayed),
+            (signals.key_refused, self._key_refused),
         ]
         self._celery: list[tuple[t.Any, t.Callable[..., None]]] = []
 
@@ -237,9 +250,8 @@ class _Instrumentation:
             if job is not None:
                 attributes[ATTEMPT] = job.attempt
                 attributes[IDEMPOTENCY_RESULT] = "miss"  # the worker always runs under the store
-                job.handled = True
                 self._annotate_job(job, attributes)
-            elif transport != "cli" and _keyed_request():
+            elif _keyed_cli_run() if transport == "cli" else _keyed_request():
                 attributes[IDEMPOTENCY_RESULT] = "miss"
         span = self.tracer.start_span(
             _span_name(type(command)), kind=SpanKind.INTERNAL, attributes=attributes
@@ -325,10 +337,31 @@ class _Instrumentation:
             attributes[COMMAND_ID] = str(command.id)
         if job is not None:
             attributes[ATTEMPT] = job.attempt
-            job.handled = True
             self._annotate_job(job, attributes)
         self.tracer.start_span(_span_name(cls), kind=SpanKind.INTERNAL, attributes=attributes).end()
         self.replays.add(1, {COMMAND_NAME: name, TRANSPORT: transport})
+
+    def _key_refused(
+        self, sender: Handler[t.Any, t.Any], *, command: Command | None, reason: str, **kwargs: t.Any
+    ) -> None:
+        # A span, as for a replay, and no metric point: the refusal is one request's answer from the
+        # protocol (the client's retry, or its bug), not a command's outcome; the duration histogram
+        # and its conflict rate keep to handlers' runs, and HTTP metrics count the 409s and 422s.
+        job = _job.get()
+        cls: type[Command] = type(command) if command is not None else sender.command
+        transport = _transport(job)
+        attributes: dict[str, AttributeValue] = {
+            CODE_FUNCTION_NAME: _function_name(sender),
+            COMMAND_NAME: cls.__name__,
+            TRANSPORT: transport,
+            **(_REFUSED_IN_PROGRESS if reason == _IN_PROGRESS else _REFUSED_MISMATCH),
+        }
+        if command is not None:
+            attributes[COMMAND_ID] = str(command.id)
+        if job is not None:
+            attributes[ATTEMPT] = job.attempt
+            self._annotate_job(job, attributes)
+        self.tracer.start_span(_span_name(cls), kind=SpanKind.INTERNAL, attributes=attributes).end()
 
     # Celery's signals: the producer side.
 
@@ -420,18 +453,12 @@ class _Instrumentation:
         exc = getattr(reason, "exc", None)
         point: dict[str, AttributeValue] = {COMMAND_NAME: job.command_name or ""}
         if exc is None:
-            # Retried without an exception: another run held the key (flask_commands.celery).
-            annotation: dict[str, AttributeValue] = {
-                OUTCOME: "conflict",
-                CODE: _IN_PROGRESS,
-                IDEMPOTENCY_RESULT: "in_progress",
-            }
+            # Retried without an exception: another run held the key (flask_commands.celery); the
+            # key_refused signal has annotated the job's span.
             point[IDEMPOTENCY_RESULT] = "in_progress"
-            self._annotate_job(job, annotation)
         else:
             point[ERROR_TYPE] = _error_type(exc)
             self._annotate_job(job, {OUTCOME: "error", ERROR_TYPE: point[ERROR_TYPE]}, exc)
-        job.handled = True
         self.retries.add(1, point)
 
     def _postrun(
@@ -446,9 +473,6 @@ class _Instrumentation:
             span = self._job_span(job)
             if span is not None and span.is_recording():
                 span.set_status(Status(StatusCode.ERROR, "The job was rejected without requeue."))
-        elif state == "SUCCESS" and not job.handled:
-            # handle() ran no handler and replayed nothing: the key was used with other values.
-            self._annotate_job(job, {OUTCOME: "rejected", CODE: _KEY_REUSED, IDEMPOTENCY_RESULT: "mismatch"})
         if job.span is not None:
             if job.token is not None:
                 otel_context.detach(job.token)
@@ -539,6 +563,12 @@ def _keyed_request() -> bool:
     """Whether the view runs this request's handler under a key: the header's, or the sent ``id``."""
     environ = flask.request.environ
     return "HTTP_IDEMPOTENCY_KEY" in environ or bool(environ.get(_ENV_ID_SENT))
+
+
+def _keyed_cli_run() -> bool:
+    """Whether this is ``flask commands run``, which always handles its command under a key."""
+    context = click.get_current_context(silent=True)
+    return context is not None and context.command is cli.run
 
 
 @functools.cache
