@@ -109,6 +109,8 @@ class _Job:
     queue: str
     attempt: int
     command_name: str | None
+    # The consumer's attributes (messaging.*, transport, attempt), known at task_prerun.
+    consumer: dict[str, AttributeValue] = dataclasses.field(default_factory=dict)
     span: trace.Span | None = None  # ours; None when the Celery instrumentation made the span
     token: Token[otel_context.Context] | None = None
     faulted: bool = False  # the fault is already recorded on the job's span
@@ -238,7 +240,9 @@ class _Instrumentation:
     def _handle_started(self, sender: Handler[t.Any, t.Any], *, command: Command, **kwargs: t.Any) -> None:
         job = _job.get()
         stack = _runs.get()
-        transport = _transport(job)
+        # The request's environ is read once: each read of flask.request costs a context lookup.
+        environ = flask.request.environ if job is None and flask.has_request_context() else None
+        transport: Transport = "job" if job is not None else "cli" if environ is None else _http(environ)
         attributes: dict[str, AttributeValue] = {
             CODE_FUNCTION_NAME: _function_name(sender),
             COMMAND_NAME: type(command).__name__,
@@ -251,7 +255,7 @@ class _Instrumentation:
                 attributes[ATTEMPT] = job.attempt
                 attributes[IDEMPOTENCY_RESULT] = "miss"  # the worker always runs under the store
                 self._annotate_job(job, attributes)
-            elif _keyed_cli_run() if transport == "cli" else _keyed_request():
+            elif _keyed_request(environ) if environ is not None else _keyed_cli_run():
                 attributes[IDEMPOTENCY_RESULT] = "miss"
         span = self.tracer.start_span(
             _span_name(type(command)), kind=SpanKind.INTERNAL, attributes=attributes
@@ -433,7 +437,10 @@ class _Instrumentation:
             TRANSPORT: "job",
             ATTEMPT: attempt,
         }
+        job.consumer = attributes
         if _celery_instrumented():
+            # Its span exists only if its task_prerun receiver ran before ours; else the next
+            # annotation of the job (its handler's start, or its end) adds these.
             _annotate(_their_span(task, job.task_id, publish=False), attributes)
         else:
             parent: otel_context.Context | None = propagate.extract(request, getter=_getter)
@@ -497,7 +504,7 @@ class _Instrumentation:
         span = self._job_span(job)
         if span is None or not span.is_recording():
             return
-        span.set_attributes({TRANSPORT: "job", ATTEMPT: job.attempt, **attributes})
+        span.set_attributes({**job.consumer, **attributes})
         if exception is not None and not job.faulted:
             job.faulted = True
             _record_fault(span, exception)
@@ -551,17 +558,20 @@ def _transport(job: _Job | None = None) -> Transport:
         return "job"
     if not flask.has_request_context():
         return "cli"
+    return _http(flask.request.environ)
+
+
+def _http(environ: dict[str, t.Any]) -> Transport:
+    """How a request's command arrived: a form post (htmx or not), else JSON."""
     # The WSGI environ rather than request.mimetype and headers: this runs on every command.
-    environ = flask.request.environ
     mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
     if mimetype in _FORM_TYPES:
         return "htmx" if environ.get("HTTP_HX_REQUEST") == "true" else "html"
     return "json"
 
 
-def _keyed_request() -> bool:
+def _keyed_request(environ: dict[str, t.Any]) -> bool:
     """Whether the view runs this request's handler under a key: the header's, or the sent ``id``."""
-    environ = flask.request.environ
     return "HTTP_IDEMPOTENCY_KEY" in environ or bool(environ.get(_ENV_ID_SENT))
 
 

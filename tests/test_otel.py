@@ -782,6 +782,9 @@ def test_otel_with_flask_and_celery_instrumentation(
     assert consumer.attributes["flask_commands.outcome"] == "ok"  # type: ignore[index]
     assert consumer.attributes["flask_commands.attempt"] == 1  # type: ignore[index]
     assert consumer.attributes["flask_commands.transport"] == "job"  # type: ignore[index]
+    # Ours are added whichever task_prerun receiver ran first.
+    assert consumer.attributes["messaging.operation.type"] == "process"  # type: ignore[index]
+    assert consumer.attributes["messaging.destination.name"] == "otel"  # type: ignore[index]
 
 
 # A real worker process on Redis: the job's spans join the request's trace.
