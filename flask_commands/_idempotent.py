@@ -272,12 +272,16 @@ def _execute(
                     signals._send(signals.replayed, handler, command=command, key=key)
                 return answers.replay(ended.record)
             if isinstance(ended, Mismatch):
+                command = build if isinstance(build, Command) else None
+                signals._send(signals.key_refused, handler, command=command, key=key, reason="mismatch")
                 return answers.mismatch()
             assert isinstance(ended, InProgress)  # a claim is Acquired only inside a run
             if ended.retry_after == 0.0 and lost < 3:
                 lost += 1  # lost a race that has just ended: look again at once
                 continue
             if time.monotonic() + pause > deadline:
+                command = build if isinstance(build, Command) else None
+                signals._send(signals.key_refused, handler, command=command, key=key, reason="in_progress")
                 return answers.in_progress(ended.retry_after)
             time.sleep(pause)
             pause = min(pause * 2, 0.25)

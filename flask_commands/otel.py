@@ -23,6 +23,7 @@ import typing as t
 from contextvars import ContextVar
 from contextvars import Token
 
+import click
 import flask
 from opentelemetry import context as otel_context
 from opentelemetry import metrics
@@ -33,6 +34,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace import Status
 from opentelemetry.trace import StatusCode
 
+from . import cli
 from . import signals
 from .errors import Conflict
 
@@ -74,6 +76,17 @@ _CELERY_INSTRUMENTATION = "opentelemetry.instrumentation.celery"
 _IN_PROGRESS = "in_progress"
 _KEY_REUSED = "idempotency_key_reused"
 _REJECT = "celery.exceptions.Reject"
+# What a refusal by the idempotency store (the key_refused signal) says, by its reason.
+_REFUSED_IN_PROGRESS: dict[str, AttributeValue] = {
+    OUTCOME: "conflict",
+    CODE: _IN_PROGRESS,
+    IDEMPOTENCY_RESULT: "in_progress",
+}
+_REFUSED_MISMATCH: dict[str, AttributeValue] = {
+    OUTCOME: "rejected",
+    CODE: _KEY_REUSED,
+    IDEMPOTENCY_RESULT: "mismatch",
+}
 
 
 @dataclasses.dataclass(slots=True)
@@ -96,9 +109,10 @@ class _Job:
     queue: str
     attempt: int
     command_name: str | None
+    # The consumer's attributes (messaging.*, transport, attempt), known at task_prerun.
+    consumer: dict[str, AttributeValue] = dataclasses.field(default_factory=dict)
     span: trace.Span | None = None  # ours; None when the Celery instrumentation made the span
     token: Token[otel_context.Context] | None = None
-    handled: bool = False  # a handler ran or a stored outcome was replayed
     faulted: bool = False  # the fault is already recorded on the job's span
 
 
@@ -167,6 +181,7 @@ class _Instrumentation:
             (signals.handle_finished, self._handle_finished),
             (signals.handle_failed, self._handle_failed),
             (signals.replayed, self._replayed),
+            (signals.key_refused, self._key_refused),
         ]
         self._celery: list[tuple[t.Any, t.Callable[..., None]]] = []
 
@@ -225,7 +240,9 @@ class _Instrumentation:
     def _handle_started(self, sender: Handler[t.Any, t.Any], *, command: Command, **kwargs: t.Any) -> None:
         job = _job.get()
         stack = _runs.get()
-        transport = _transport(job)
+        # The request's environ is read once: each read of flask.request costs a context lookup.
+        environ = flask.request.environ if job is None and flask.has_request_context() else None
+        transport: Transport = "job" if job is not None else "cli" if environ is None else _http(environ)
         attributes: dict[str, AttributeValue] = {
             CODE_FUNCTION_NAME: _function_name(sender),
             COMMAND_NAME: type(command).__name__,
@@ -237,9 +254,8 @@ class _Instrumentation:
             if job is not None:
                 attributes[ATTEMPT] = job.attempt
                 attributes[IDEMPOTENCY_RESULT] = "miss"  # the worker always runs under the store
-                job.handled = True
                 self._annotate_job(job, attributes)
-            elif transport != "cli" and _keyed_request():
+            elif _keyed_request(environ) if environ is not None else _keyed_cli_run():
                 attributes[IDEMPOTENCY_RESULT] = "miss"
         span = self.tracer.start_span(
             _span_name(type(command)), kind=SpanKind.INTERNAL, attributes=attributes
@@ -325,10 +341,31 @@ class _Instrumentation:
             attributes[COMMAND_ID] = str(command.id)
         if job is not None:
             attributes[ATTEMPT] = job.attempt
-            job.handled = True
             self._annotate_job(job, attributes)
         self.tracer.start_span(_span_name(cls), kind=SpanKind.INTERNAL, attributes=attributes).end()
         self.replays.add(1, {COMMAND_NAME: name, TRANSPORT: transport})
+
+    def _key_refused(
+        self, sender: Handler[t.Any, t.Any], *, command: Command | None, reason: str, **kwargs: t.Any
+    ) -> None:
+        # A span, as for a replay, and no metric point: the refusal is one request's answer from the
+        # protocol (the client's retry, or its bug), not a command's outcome; the duration histogram
+        # and its conflict rate keep to handlers' runs, and HTTP metrics count the 409s and 422s.
+        job = _job.get()
+        cls: type[Command] = type(command) if command is not None else sender.command
+        transport = _transport(job)
+        attributes: dict[str, AttributeValue] = {
+            CODE_FUNCTION_NAME: _function_name(sender),
+            COMMAND_NAME: cls.__name__,
+            TRANSPORT: transport,
+            **(_REFUSED_IN_PROGRESS if reason == _IN_PROGRESS else _REFUSED_MISMATCH),
+        }
+        if command is not None:
+            attributes[COMMAND_ID] = str(command.id)
+        if job is not None:
+            attributes[ATTEMPT] = job.attempt
+            self._annotate_job(job, attributes)
+        self.tracer.start_span(_span_name(cls), kind=SpanKind.INTERNAL, attributes=attributes).end()
 
     # Celery's signals: the producer side.
 
@@ -400,7 +437,10 @@ class _Instrumentation:
             TRANSPORT: "job",
             ATTEMPT: attempt,
         }
+        job.consumer = attributes
         if _celery_instrumented():
+            # Its span exists only if its task_prerun receiver ran before ours; else the next
+            # annotation of the job (its handler's start, or its end) adds these.
             _annotate(_their_span(task, job.task_id, publish=False), attributes)
         else:
             parent: otel_context.Context | None = propagate.extract(request, getter=_getter)
@@ -420,18 +460,12 @@ class _Instrumentation:
         exc = getattr(reason, "exc", None)
         point: dict[str, AttributeValue] = {COMMAND_NAME: job.command_name or ""}
         if exc is None:
-            # Retried without an exception: another run held the key (flask_commands.celery).
-            annotation: dict[str, AttributeValue] = {
-                OUTCOME: "conflict",
-                CODE: _IN_PROGRESS,
-                IDEMPOTENCY_RESULT: "in_progress",
-            }
+            # Retried without an exception: another run held the key (flask_commands.celery); the
+            # key_refused signal has annotated the job's span.
             point[IDEMPOTENCY_RESULT] = "in_progress"
-            self._annotate_job(job, annotation)
         else:
             point[ERROR_TYPE] = _error_type(exc)
             self._annotate_job(job, {OUTCOME: "error", ERROR_TYPE: point[ERROR_TYPE]}, exc)
-        job.handled = True
         self.retries.add(1, point)
 
     def _postrun(
@@ -446,9 +480,6 @@ class _Instrumentation:
             span = self._job_span(job)
             if span is not None and span.is_recording():
                 span.set_status(Status(StatusCode.ERROR, "The job was rejected without requeue."))
-        elif state == "SUCCESS" and not job.handled:
-            # handle() ran no handler and replayed nothing: the key was used with other values.
-            self._annotate_job(job, {OUTCOME: "rejected", CODE: _KEY_REUSED, IDEMPOTENCY_RESULT: "mismatch"})
         if job.span is not None:
             if job.token is not None:
                 otel_context.detach(job.token)
@@ -473,7 +504,7 @@ class _Instrumentation:
         span = self._job_span(job)
         if span is None or not span.is_recording():
             return
-        span.set_attributes({TRANSPORT: "job", ATTEMPT: job.attempt, **attributes})
+        span.set_attributes({**job.consumer, **attributes})
         if exception is not None and not job.faulted:
             job.faulted = True
             _record_fault(span, exception)
@@ -527,18 +558,27 @@ def _transport(job: _Job | None = None) -> Transport:
         return "job"
     if not flask.has_request_context():
         return "cli"
+    return _http(flask.request.environ)
+
+
+def _http(environ: dict[str, t.Any]) -> Transport:
+    """How a request's command arrived: a form post (htmx or not), else JSON."""
     # The WSGI environ rather than request.mimetype and headers: this runs on every command.
-    environ = flask.request.environ
     mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
     if mimetype in _FORM_TYPES:
         return "htmx" if environ.get("HTTP_HX_REQUEST") == "true" else "html"
     return "json"
 
 
-def _keyed_request() -> bool:
+def _keyed_request(environ: dict[str, t.Any]) -> bool:
     """Whether the view runs this request's handler under a key: the header's, or the sent ``id``."""
-    environ = flask.request.environ
     return "HTTP_IDEMPOTENCY_KEY" in environ or bool(environ.get(_ENV_ID_SENT))
+
+
+def _keyed_cli_run() -> bool:
+    """Whether this is ``flask commands run``, which always handles its command under a key."""
+    context = click.get_current_context(silent=True)
+    return context is not None and context.command is cli.run
 
 
 @functools.cache

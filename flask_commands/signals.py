@@ -38,7 +38,22 @@ replayed = _signals.signal("replayed")
 """Sent when a stored outcome is replayed instead of running the handler again. Sender: the
 handler. Keyword arguments: ``command`` and ``key`` (the idempotency key as given)."""
 
-_ALL = (build_started, build_finished, handle_started, handle_finished, handle_failed, replayed)
+key_refused = _signals.signal("key-refused")
+"""Sent when the idempotency store refuses a keyed run, so the handler does not run. Sender: the
+handler. Keyword arguments: ``command`` (``None`` over HTTP, where the refusal comes before the
+command is built), ``key`` (as given) and ``reason``: ``"in_progress"`` (another run holds the key:
+409 over HTTP, ``KeyInProgress`` from ``handle()``) or ``"mismatch"`` (the key was used with other
+values: 422, ``KeyReused``)."""
+
+_ALL = (
+    build_started,
+    build_finished,
+    handle_started,
+    handle_finished,
+    handle_failed,
+    replayed,
+    key_refused,
+)
 
 
 def _send(signal: NamedSignal, sender: t.Any, /, **kwargs: t.Any) -> None:

@@ -26,6 +26,7 @@ _NAMES = {
     signals.handle_finished: "handle_finished",
     signals.handle_failed: "handle_failed",
     signals.replayed: "replayed",
+    signals.key_refused: "key_refused",
 }
 
 

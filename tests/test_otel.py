@@ -283,6 +283,66 @@ def test_otel_replayed(telemetry: Telemetry, client: flask.testing.FlaskClient) 
     assert replays.value == 1
 
 
+def test_otel_mismatch(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    client.post("/notes", json={"title": "milk"}, headers={"Idempotency-Key": "k3"})
+    assert client.post("/notes", json={"title": "tea"}, headers={"Idempotency-Key": "k3"}).status_code == 422
+    _first, second = telemetry.spans("handle OtelNote")
+    assert dict(second.attributes or {}) == {
+        "code.function.name": "test_otel.add_note",
+        "flask_commands.command.name": "OtelNote",  # no command.id: the refusal comes before the build
+        "flask_commands.transport": "json",
+        "flask_commands.outcome": "rejected",
+        "flask_commands.code": "idempotency_key_reused",
+        "flask_commands.idempotency.result": "mismatch",
+    }
+    assert second.status.status_code is StatusCode.UNSET
+
+
+def test_otel_mismatch_no_duration_point(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
+    client.post("/notes", json={"title": "milk"}, headers={"Idempotency-Key": "k3"})
+    client.post("/notes", json={"title": "tea"}, headers={"Idempotency-Key": "k3"})
+    # Only the first request ran the handler; the refusal is not a command's outcome.
+    assert [p.count for p in telemetry.points("flask_commands.command.duration")] == [1]
+
+
+class OtelRace(Command):
+    """The command of a handler that sends its own request again while it holds the key."""
+
+    title: str
+
+
+@handler(OtelRace)
+def race(cmd: OtelRace) -> str:
+    again = flask.current_app.test_client().post(
+        "/race", json={"title": cmd.title}, headers={"Idempotency-Key": "held"}
+    )
+    return str(again.status_code)
+
+
+def test_otel_in_progress(telemetry: Telemetry) -> None:
+    app = make_app()
+
+    @app.route("/race", methods=["POST"])
+    @command_view(OtelRace, race)
+    def race_view(result: str, cmd: OtelRace) -> flask.typing.ResponseReturnValue:
+        return result, 201
+
+    response = app.test_client().post("/race", json={"title": "milk"}, headers={"Idempotency-Key": "held"})
+    assert response.get_data(as_text=True) == "409"  # the inner request: in progress
+    refused, first = telemetry.spans("handle OtelRace")  # the refusal ends first, inside the run
+    assert dict(refused.attributes or {}) == {
+        "code.function.name": "test_otel.race",
+        "flask_commands.command.name": "OtelRace",
+        "flask_commands.transport": "json",
+        "flask_commands.outcome": "conflict",
+        "flask_commands.code": "in_progress",
+        "flask_commands.idempotency.result": "in_progress",
+    }
+    assert refused.status.status_code is StatusCode.UNSET
+    assert first.attributes["flask_commands.idempotency.result"] == "miss"  # type: ignore[index]
+    assert _parent(refused) == first.context.span_id
+
+
 def test_otel_never_key_nor_values(telemetry: Telemetry, client: flask.testing.FlaskClient) -> None:
     for _ in range(2):
         _post(client, "secret-title", headers={"Idempotency-Key": "secret-key"})
@@ -336,6 +396,38 @@ def test_otel_transport_cli(telemetry: Telemetry) -> None:
 def test_otel_transport_plain_call(telemetry: Telemetry) -> None:
     assert add_note(OtelNote(title="milk")) == "milk"
     assert telemetry.span("handle OtelNote").attributes["flask_commands.transport"] == "cli"  # type: ignore[index]
+
+
+def test_otel_cli_run_is_a_miss(telemetry: Telemetry) -> None:
+    result = make_app().test_cli_runner().invoke(
+        args=["commands", "run", "OtelInner", "--data", '{"title": "milk"}']
+    )
+    assert result.exit_code == 0, result.output
+    assert telemetry.span("handle OtelInner").attributes["flask_commands.idempotency.result"] == "miss"  # type: ignore[index]
+
+
+def test_otel_plain_call_has_no_idempotency_result(telemetry: Telemetry) -> None:
+    add_note(OtelNote(title="milk"))  # no key: nothing claimed, though no request either
+    assert "flask_commands.idempotency.result" not in telemetry.span("handle OtelNote").attributes  # type: ignore[operator]
+
+
+def test_otel_cli_mismatch(telemetry: Telemetry) -> None:
+    runner = make_app().test_cli_runner()
+    command_id = str(uuid.uuid4())
+    for title in ("milk", "tea"):
+        data = json.dumps({"title": title, "id": command_id})
+        result = runner.invoke(args=["commands", "run", "OtelInner", "--data", data])
+    assert result.exit_code == 2, result.output
+    _first, second = telemetry.spans("handle OtelInner")
+    assert dict(second.attributes or {}) == {
+        "code.function.name": "test_otel.inner",
+        "flask_commands.command.name": "OtelInner",
+        "flask_commands.command.id": command_id,
+        "flask_commands.transport": "cli",
+        "flask_commands.outcome": "rejected",
+        "flask_commands.code": "idempotency_key_reused",
+        "flask_commands.idempotency.result": "mismatch",
+    }
 
 
 # Switching on and off.
@@ -690,6 +782,9 @@ def test_otel_with_flask_and_celery_instrumentation(
     assert consumer.attributes["flask_commands.outcome"] == "ok"  # type: ignore[index]
     assert consumer.attributes["flask_commands.attempt"] == 1  # type: ignore[index]
     assert consumer.attributes["flask_commands.transport"] == "job"  # type: ignore[index]
+    # Ours are added whichever task_prerun receiver ran first.
+    assert consumer.attributes["messaging.operation.type"] == "process"  # type: ignore[index]
+    assert consumer.attributes["messaging.destination.name"] == "otel"  # type: ignore[index]
 
 
 # A real worker process on Redis: the job's spans join the request's trace.

@@ -472,3 +472,65 @@ def test_log_to_held_strongly(
     gc.collect()
     AddTodo.build({"title": "Milk"})
     assert len(caplog.records) == 2
+
+
+# key_refused: the idempotency store refused a keyed run, so the handler did not run.
+
+
+@pytest.fixture
+def refused() -> t.Iterator[list[Sent]]:
+    """Record the key_refused signals and the handler runs sent during the test, in order."""
+    record: list[Sent] = []
+
+    def receive(sender: t.Any, **kwargs: t.Any) -> None:
+        record.append(Sent("key_refused", sender, kwargs))
+
+    def started(sender: t.Any, **kwargs: t.Any) -> None:
+        record.append(Sent("handle_started", sender, kwargs))
+
+    signals.key_refused.connect(receive)
+    signals.handle_started.connect(started)
+    yield record
+    signals.key_refused.disconnect(receive)
+    signals.handle_started.disconnect(started)
+
+
+def test_key_refused_name() -> None:
+    assert signals.key_refused.name == "key-refused"
+    assert signals.key_refused in signals._ALL
+
+
+def test_key_refused_mismatch(refused: list[Sent]) -> None:
+    app = flask.Flask(__name__)
+    Commands(app)
+    other = AddTodo(title="Tea")
+    with app.app_context():
+        add_todo.handle(AddTodo(title="Milk"), key="k-1")
+        del refused[:]
+        with pytest.raises(Rejected, match="idempotency key"):
+            add_todo.handle(other, key="k-1")
+    assert refused == [Sent("key_refused", add_todo, {"command": other, "key": "k-1", "reason": "mismatch"})]
+
+
+def test_key_refused_in_progress(refused: list[Sent]) -> None:
+    app = flask.Flask(__name__)
+    Commands(app)
+    inner: list[BaseException] = []
+
+    @handler(EditTodo)
+    def edit_todo(cmd: EditTodo) -> None:
+        # This run holds the key "k-2" while it runs: the same key again is in progress.
+        try:
+            edit_todo.handle(cmd, key="k-2")
+        except Conflict as e:
+            inner.append(e)
+
+    cmd = EditTodo(title="Milk")
+    with app.app_context():
+        edit_todo.handle(cmd, key="k-2")
+    (e,) = inner
+    assert e.code == "in_progress"
+    assert refused == [
+        Sent("handle_started", edit_todo, {"command": cmd}),
+        Sent("key_refused", edit_todo, {"command": cmd, "key": "k-2", "reason": "in_progress"}),
+    ]

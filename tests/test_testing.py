@@ -166,7 +166,8 @@ def test_command_signals_of_unknown_name(pytester: pytest.Pytester) -> None:
                 command_signals.of("handle-finished")
             assert str(info.value) == (
                 "'handle-finished' is not a Flask-Commands signal; use one of ['build_finished',"
-                " 'build_started', 'handle_failed', 'handle_finished', 'handle_started', 'replayed']."
+                " 'build_started', 'handle_failed', 'handle_finished', 'handle_started', 'key_refused',"
+                " 'replayed']."
             )
         """,
     )
