@@ -24,7 +24,8 @@ from flask_commands import field
 from flask_commands import htmx
 
 IMPORT = (
-    '{% from "commands/macros.html" import render_form, render_field, form_errors, flashes, htmx_script %}'
+    '{% from "commands/macros.html" import render_form, render_field, form_errors, flashes, htmx_script,'
+    " commands_script %}"
 )
 
 
@@ -144,7 +145,10 @@ def test_render_field_live(render: t.Callable[..., str]) -> None:
     # ``input``: arrow, Shift and Enter keys send nothing; the blur's ``change`` waits so that a click
     # on the submit button sends the submission alone (the validation is cancelled meanwhile).
     assert 'hx-trigger="change delay:250ms, input delay:400ms"' in tag
-    assert "event.preventDefault()" in tag  # no validation while the form is being submitted
+    # commands.js drops a marked field's validation while its form is being submitted; no inline
+    # handler (hx-on needs 'unsafe-eval' in a Content-Security-Policy).
+    assert " data-commands-live " in tag
+    assert "hx-on" not in tag
     assert 'hx-target="closest .commands-field"' in tag
     assert 'hx-swap="outerHTML"' in tag
     headers = re.search(r'hx-headers="([^"]+)"', tag)
@@ -350,8 +354,20 @@ def test_flashes_categories(render: t.Callable[..., str]) -> None:
 def test_htmx_script(render: t.Callable[..., str]) -> None:
     assert render("{{ htmx_script() }}") == (
         f'<script src="/_commands/static/{htmx.HTMX_FILENAME}" integrity="{htmx.htmx_integrity()}"'
-        ' crossorigin="anonymous"></script>'
+        ' crossorigin="anonymous"></script>\n<script src="/_commands/static/commands.js"></script>'
     )
+
+
+def test_commands_script(render: t.Callable[..., str]) -> None:
+    assert render("{{ commands_script() }}") == '<script src="/_commands/static/commands.js"></script>'
+
+
+def test_commands_script_is_served(app: flask.Flask) -> None:
+    response = app.test_client().get("/_commands/static/commands.js")
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    assert b'"htmx:before:request"' in response.data
+    response.close()
 
 
 # The commands_macros global
