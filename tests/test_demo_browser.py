@@ -133,12 +133,21 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
     context.close()
 
 
+def wait_until(page: Page, expression: str, timeout: float = TIMEOUT) -> None:
+    """``page.wait_for_function(expression)``, polled from here: Playwright polls in the page with an
+    eval, which the demo's Content-Security-Policy (no 'unsafe-eval') refuses."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout} ms: {expression}"
+        page.wait_for_timeout(50)
+
+
 def open_board(context: BrowserContext, demo: Demo, errors: list[str]) -> Page:
     """A page on the board; its JavaScript errors go to ``errors``."""
     page = context.new_page()
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(demo.url + "/")
-    page.wait_for_function("window.htmx !== undefined")
+    wait_until(page, "window.htmx !== undefined")
     # Tagged so that a test can tell a swap from a full page load.
     page.evaluate("window.sameDocument = true")
     return page
@@ -254,7 +263,7 @@ def test_board_runs_under_its_content_security_policy(context: BrowserContext, d
     response = page.goto(demo.url + "/")
     assert response is not None
     assert "unsafe" not in response.headers["content-security-policy"]
-    page.wait_for_function("window.htmx !== undefined")
+    wait_until(page, "window.htmx !== undefined")
     add_todo(page, "Buy milk")
     # Live validation, and a click on Add that blurs the field: the validation is dropped.
     page.type("#title", "a")
@@ -485,7 +494,7 @@ def test_long_paste_is_cut_with_a_word_and_the_counter_shows_near_the_limit(page
         input.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true}));
         input.value = "z".repeat(200);  // what the browser inserts, maxlength applied
     }""")
-    page.wait_for_function("document.querySelector('#add-form .length-hint').textContent !== ''")
+    wait_until(page, "document.querySelector('#add-form .length-hint').textContent !== ''")
     assert hint.inner_text() == "The pasted text was cut to 200 characters, the limit."
 
 
@@ -578,7 +587,7 @@ def test_conflict_keeps_the_text_with_javascript_off(browser: Browser, demo: Dem
         page.get_by_role("link", name="Edit “Buy milk”").click()
         page.wait_for_url("**/items/1/edit")
         # The edit form has the focus (not the add box): focusing scrolls the item into view.
-        page.wait_for_function("document.activeElement.id === 'edit-1-title'")
+        wait_until(page, "document.activeElement.id === 'edit-1-title'")
     first.fill("#edit-1-title", "Edited in tab A")
     first.get_by_role("button", name="Save").click()
     second.bring_to_front()
@@ -587,7 +596,7 @@ def test_conflict_keeps_the_text_with_javascript_off(browser: Browser, demo: Dem
     notice = second.locator(".commands-conflict")
     assert "Title is now “Edited in tab A”." in notice.inner_text()
     assert second.input_value("#edit-1-title") == "Edited in tab B"
-    second.wait_for_function("document.activeElement.id === 'edit-1-title'")
+    wait_until(second, "document.activeElement.id === 'edit-1-title'")
     second.get_by_role("button", name="Save").click()
     item(second, "Edited in tab B").wait_for()
     for context in contexts:
