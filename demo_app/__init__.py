@@ -39,11 +39,12 @@ STATEMENT_TIMEOUT = 15.0
 
 #: The headers every response gets (an app's own value wins). The pages use only their own
 #: scripts and styles (htmx 4 adds its indicator style as a constructed style sheet, which
-#: ``style-src`` allows); the favicon is a ``data:`` URL. ``'unsafe-eval'``: htmx evaluates the
-#: live-validation input's ``hx-on`` attribute (see docs/deployment.md).
+#: ``style-src`` allows); the favicon is a ``data:`` URL. No ``'unsafe-eval'``: the pages carry no
+#: ``hx-on`` attribute or trigger filter for htmx to evaluate; the macros' behaviour is the
+#: package's ``commands.js`` (see docs/deployment.md).
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self'; img-src 'self' data:;"
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
         " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'self';"
         " object-src 'none'"
     ),

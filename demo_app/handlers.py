@@ -30,6 +30,7 @@ from .commands import UpdateTodo
 from .models import Job
 from .models import Todo
 from .models import db
+from .models import live_todo
 from .models import utcnow
 
 STALE = "This todo was changed elsewhere."
@@ -71,8 +72,8 @@ _UNCHANGED: t.Any = object()
 
 def _live(todo_id: int) -> Todo:
     """The todo, or ``Conflict`` when it does not exist or was deleted."""
-    todo = db.session.get(Todo, todo_id)
-    if todo is None or todo.deleted_at is not None:
+    todo = live_todo(todo_id)
+    if todo is None:
         raise Conflict(GONE, code="todo_deleted")
     return todo
 
@@ -189,7 +190,7 @@ def restore_todo(cmd: RestoreTodo) -> Changes:
     todo = db.session.get(Todo, cmd.todo_id)
     if todo is None:
         raise Conflict("This todo no longer exists.", code="todo_missing")
-    if todo.deleted_at is None:
+    if todo.live:
         return Changes(todo)
     todo.deleted_at = None
     _flush()
@@ -219,7 +220,7 @@ def clear_completed(cmd: RunClearCompleted) -> Changes:
         raise Rejected(f"There is no board job {cmd.id}.", code="no_job")
     now = utcnow()
     todos = db.session.scalars(
-        sa.select(Todo).where(Todo.completed.is_(True), Todo.deleted_at.is_(None))
+        sa.select(Todo).where(Todo.completed.is_(True), Todo.live)
     ).all()
     for todo in todos:
         todo.deleted_at = now
@@ -234,7 +235,7 @@ def clear_completed(cmd: RunClearCompleted) -> Changes:
 def clear_todos(cmd: ClearTodos) -> Changes:
     """Delete every todo (the Todo-Backend ``DELETE /todos``)."""
     now = utcnow()
-    todos = db.session.scalars(sa.select(Todo).where(Todo.deleted_at.is_(None))).all()
+    todos = db.session.scalars(sa.select(Todo).where(Todo.live)).all()
     for todo in todos:
         todo.deleted_at = now
     db.session.flush()

@@ -7,6 +7,7 @@ import typing as t
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
@@ -62,19 +63,30 @@ class Todo(db.Model):  # type: ignore[name-defined,misc]
     # that read the same version cannot both win, whatever the isolation level.
     __mapper_args__: t.ClassVar[dict[str, t.Any]] = {"version_id_col": version}
 
+    @hybrid_property
+    def live(self) -> bool:
+        """Whether the todo is on the board (not deleted): the one "is this todo live" check, also
+        usable in queries (``where(Todo.live)``)."""
+        return self.deleted_at is None
+
+    @live.inplace.expression
+    @classmethod
+    def _live_expression(cls) -> sa.ColumnElement[bool]:
+        return cls.deleted_at.is_(None)
+
     def __repr__(self) -> str:
         return f"<Todo {self.id} {self.title!r} v{self.version}>"
 
 
 def live_todo(todo_id: int) -> Todo | None:
-    """The todo ``todo_id`` when it exists and is not deleted: the one "is this todo live" check."""
+    """The todo ``todo_id`` when it exists and is live (not deleted), else ``None``."""
     todo = db.session.get(Todo, todo_id)
-    return todo if todo is not None and todo.deleted_at is None else None
+    return todo if todo is not None and todo.live else None
 
 
 def live_todos() -> list[Todo]:
     """The todos not deleted, in board order: by ``order`` (unset last), then oldest first."""
-    query = sa.select(Todo).where(Todo.deleted_at.is_(None))
+    query = sa.select(Todo).where(Todo.live)
     query = query.order_by(Todo.order.is_(None), Todo.order, Todo.id)
     return list(db.session.scalars(query))
 

@@ -12,7 +12,6 @@ import datetime
 import functools
 import secrets
 import typing as t
-import uuid
 
 import sqlalchemy as sa
 import wtforms
@@ -64,6 +63,8 @@ board.url_value_preprocessor(known_todo_id)
 
 
 TEMPLATE = "index.html"
+#: The command of each board change, by endpoint name: what :meth:`Board.button_form` renders.
+_CHANGES: dict[str, type[Command]] = {}
 _UNDO = "undo"
 _VISITOR = "visitor"
 _VISITOR_ID = "visitor_id"
@@ -139,7 +140,7 @@ class Board:
         """The todo this browser deleted last, while it is still deleted."""
         todo_id = session.get(_UNDO)
         todo = db.session.get(Todo, todo_id) if isinstance(todo_id, int) else None
-        return todo if todo is not None and todo.deleted_at is not None else None
+        return todo if todo is not None and not todo.live else None
 
     @functools.cached_property
     def finished_job(self) -> Job | None:
@@ -155,9 +156,10 @@ class Board:
         return utcnow() - job.created_at > WORKER_HINT_AFTER
 
     @staticmethod
-    def new_id() -> str:
-        """A fresh command id for a form's hidden ``id``: each rendered form is a new command."""
-        return str(uuid.uuid4())
+    def button_form(kind: str, todo: Todo | None = None) -> wtforms.Form:
+        """A fresh form for the button of the board change ``kind`` (``toggle``, ``delete``, ...):
+        a new hidden ``id`` each time it is rendered, and ``todo``'s version."""
+        return _CHANGES[kind].form({"version": todo.version} if todo is not None else None)
 
     @staticmethod
     def add_form(form: wtforms.Form | None = None) -> wtforms.Form:
@@ -178,11 +180,11 @@ class Board:
         return (todo_id, form) if failed else (None, None)
 
     @staticmethod
-    def button_errors(form: wtforms.Form | None) -> dict[str, list[str]]:
-        """The errors of a failed button form (toggle, delete, ...), shown above the list."""
+    def failed_button(form: wtforms.Form | None) -> bool:
+        """Whether ``form`` is a board button's form that failed (invalid or rejected)."""
         if form is None or isinstance(form, (AddTodo.Form, EditTodo.Form)):
-            return {}
-        return dict(form.errors)
+            return False
+        return bool(form.errors or form.form_errors)
 
     @staticmethod
     def edit_form(todo: Todo, form: wtforms.Form | None = None) -> wtforms.Form:
@@ -265,6 +267,8 @@ def board_change(
     """
 
     def decorate(func: t.Callable[..., str | None]) -> t.Callable[..., Response]:
+        _CHANGES[func.__name__] = command
+
         @functools.wraps(func)
         def changed(result: t.Any, cmd: Command, **view_args: t.Any) -> ResponseReturnValue:
             session.pop(_UNDO, None)

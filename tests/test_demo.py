@@ -231,6 +231,28 @@ def test_board_add_live_validation_returns_the_field(web: Browser, demo: flask.F
     assert todos(demo) == []
 
 
+def test_board_page_repeats_no_id(web: Browser, api: FlaskClient) -> None:
+    add(api, "Milk")
+    add(api, "Eggs", completed=True)
+    web.post("/items/1/delete", {"version": "1"})
+    page = web.get("/items/2/edit").text
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert page.count("<form ") == 4  # add, undo, the open edit form, clear completed
+
+
+def test_board_buttons_are_forms_with_the_todos_version(web: Browser, api: FlaskClient) -> None:
+    add(api, "Milk")
+    api.patch("/todos/1", json={"title": "Oat milk"})
+    page = web.get("/").text
+    for action in ("toggle", "delete"):
+        start = page.index(f'<form method="post" action="/items/1/{action}"')
+        form = page[start : page.index("</form>", start)]
+        assert '<input name="version" type="hidden" value="2">' in form
+        assert re.search(r'<input name="id" type="hidden" value="[0-9a-f-]{36}">', form)
+        assert 'name="csrf_token"' in form
+
+
 def test_board_edit_form_opens_inline(web: Browser, api: FlaskClient) -> None:
     add(api, "Milk", order=2)
     response = web.get("/items/1/edit", htmx=True)
@@ -238,7 +260,7 @@ def test_board_edit_form_opens_inline(web: Browser, api: FlaskClient) -> None:
     assert response.headers["HX-Retarget"] == "#board"
     assert 'id="edit-1-title"' in response.text
     assert 'value="Milk"' in response.text
-    assert '<input type="hidden" name="version" value="1">' in response.text
+    assert '<input name="version" type="hidden" value="1">' in response.text
 
 
 def test_board_edit_form_without_javascript_is_the_page(web: Browser, api: FlaskClient) -> None:
@@ -278,7 +300,7 @@ def test_board_edit_stale_version_keeps_the_text_and_shows_the_current_title(
     assert STALE in html
     assert 'Title is now “<span class="commands-conflict-current">Oat milk</span>”.' in html
     assert re.search(r'<input[^>]* autofocus id="edit-1-title"[^>]* value="Soy milk">', html), html
-    assert '<input type="hidden" name="version" value="2">' in html  # saving again saves over it
+    assert '<input name="version" type="hidden" value="2">' in html  # saving again saves over it
     assert '<a href="/items/1/edit" class="commands-conflict-theirs">take theirs</a>' in html
     assert todos(demo)[0].title == "Oat milk"
 

@@ -47,6 +47,8 @@ class Served:
         self.requests: list[tuple[str, str]] = []
         #: Seconds each live-validation request is held, to widen the window a user types into.
         self.validation_delay = 0.0
+        #: Seconds each other POST (a submission) is held, to widen the window it is in flight.
+        self.submit_delay = 0.0
         self._app = app
         self._httpd = make_server("127.0.0.1", 0, self._record, threaded=True)
         self.url = f"http://127.0.0.1:{self._httpd.server_port}"
@@ -55,8 +57,10 @@ class Served:
 
     def _record(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Iterable[bytes]:
         self.requests.append((environ["REQUEST_METHOD"], environ["PATH_INFO"]))
-        if self.validation_delay and "HTTP_X_COMMANDS_VALIDATE" in environ:
+        if "HTTP_X_COMMANDS_VALIDATE" in environ:
             time.sleep(self.validation_delay)
+        elif environ["REQUEST_METHOD"] == "POST":
+            time.sleep(self.submit_delay)
         return self._app(environ, start_response)
 
     def close(self) -> None:
@@ -116,12 +120,21 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
     context.close()
 
 
+def wait_until(page: Page, expression: str, timeout: float = TIMEOUT) -> None:
+    """``page.wait_for_function(expression)``, polled from here: Playwright polls in the page with an
+    eval, which the demo's Content-Security-Policy (no 'unsafe-eval') refuses."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout} ms: {expression}"
+        page.wait_for_timeout(50)
+
+
 def open_board(context: BrowserContext, demo: Demo, errors: list[str]) -> Page:
     """A page on the board; its JavaScript errors go to ``errors``."""
     page = context.new_page()
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(demo.url + "/")
-    page.wait_for_function("window.htmx !== undefined")
+    wait_until(page, "window.htmx !== undefined")
     # Tagged so that a test can tell a swap from a full page load.
     page.evaluate("window.sameDocument = true")
     return page
@@ -218,6 +231,48 @@ def test_live_validation_keeps_how_the_field_was_rendered(page: Page, demo: Demo
     assert bare(after) == bare(before)
 
 
+# Each violation of the page's Content-Security-Policy (an eval, an inline script, handler or style).
+RECORD_CSP_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.cspViolations.push(`${event.violatedDirective}: ${event.blockedURI} ${event.sample}`);
+});
+"""
+
+
+def test_board_runs_under_its_content_security_policy(context: BrowserContext, demo: Demo) -> None:
+    """No 'unsafe-eval' or 'unsafe-inline' in the demo's policy, and nothing on the board needs them."""
+    context.add_init_script(RECORD_CSP_VIOLATIONS)
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: console.append(str(error)))
+    response = page.goto(demo.url + "/")
+    assert response is not None
+    assert "unsafe" not in response.headers["content-security-policy"]
+    wait_until(page, "window.htmx !== undefined")
+    add_todo(page, "Buy milk")
+    # Live validation, and a click on Add that blurs the field: the validation is dropped.
+    page.type("#title", "a")
+    page.keyboard.press("Backspace")
+    page.locator("#title-errors").wait_for()
+    page.keyboard.type("Bread")
+    page.locator("#title-errors").wait_for(state="detached")
+    page.get_by_role("button", name="Add").click()
+    item(page, "Bread").wait_for()
+    page.get_by_role("button", name="Done: Buy milk").click()
+    page.locator(".todo.done").wait_for()
+    item(page, "Bread").get_by_role("link", name="Edit").click()
+    page.fill("#edit-2-title", "Rye bread")
+    page.get_by_role("button", name="Save").click()
+    item(page, "Rye bread").wait_for()
+    page.get_by_role("button", name="Delete “Rye bread”").click()
+    page.get_by_role("button", name="Undo").click()
+    item(page, "Rye bread").wait_for()
+    assert page.evaluate("window.cspViolations") == []
+    assert console == []
+
+
 @pytest.mark.parametrize("how", ["click", "enter"])
 def test_one_post_per_add(page: Page, demo: Demo, how: str) -> None:
     page.fill("#title", "Only one request")
@@ -228,6 +283,18 @@ def test_one_post_per_add(page: Page, demo: Demo, how: str) -> None:
         page.press("#title", "Enter")
     item(page, "Only one request").wait_for()
     page.wait_for_timeout(700)  # room for a delayed validation, had one been sent
+    assert [r for r in demo.served.requests if r[0] == "POST"] == [("POST", "/items")]
+
+
+def test_no_validation_while_a_slow_submission_is_in_flight(page: Page, demo: Demo) -> None:
+    # The field's input (400 ms) and blur (250 ms) validations come due while the add is in
+    # flight: commands.js drops them.
+    demo.served.submit_delay = 1.0
+    demo.served.requests.clear()
+    page.fill("#title", "Slow one")
+    page.get_by_role("button", name="Add").click()
+    item(page, "Slow one").wait_for()
+    page.wait_for_timeout(700)
     assert [r for r in demo.served.requests if r[0] == "POST"] == [("POST", "/items")]
 
 
@@ -414,7 +481,7 @@ def test_long_paste_is_cut_with_a_word_and_the_counter_shows_near_the_limit(page
         input.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true}));
         input.value = "z".repeat(200);  // what the browser inserts, maxlength applied
     }""")
-    page.wait_for_function("document.querySelector('#add-form .length-hint').textContent !== ''")
+    wait_until(page, "document.querySelector('#add-form .length-hint').textContent !== ''")
     assert hint.inner_text() == "The pasted text was cut to 200 characters, the limit."
 
 
@@ -507,7 +574,7 @@ def test_conflict_keeps_the_text_with_javascript_off(browser: Browser, demo: Dem
         page.get_by_role("link", name="Edit “Buy milk”").click()
         page.wait_for_url("**/items/1/edit")
         # The edit form has the focus (not the add box): focusing scrolls the item into view.
-        page.wait_for_function("document.activeElement.id === 'edit-1-title'")
+        wait_until(page, "document.activeElement.id === 'edit-1-title'")
     first.fill("#edit-1-title", "Edited in tab A")
     first.get_by_role("button", name="Save").click()
     second.bring_to_front()
@@ -516,7 +583,7 @@ def test_conflict_keeps_the_text_with_javascript_off(browser: Browser, demo: Dem
     notice = second.locator(".commands-conflict")
     assert "Title is now “Edited in tab A”." in notice.inner_text()
     assert second.input_value("#edit-1-title") == "Edited in tab B"
-    second.wait_for_function("document.activeElement.id === 'edit-1-title'")
+    wait_until(second, "document.activeElement.id === 'edit-1-title'")
     second.get_by_role("button", name="Save").click()
     item(second, "Edited in tab B").wait_for()
     for context in contexts:

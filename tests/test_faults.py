@@ -589,7 +589,8 @@ def test_demo_security_headers(tmp_path: pathlib.Path) -> None:
     app = create_app(demo_config(f"sqlite:///{tmp_path / 'demo.sqlite'}"))
     response = app.test_client().get("/")
     policy = response.headers["Content-Security-Policy"]
-    assert policy.startswith("default-src 'self'; script-src 'self' 'unsafe-eval';")
+    assert policy.startswith("default-src 'self'; script-src 'self'; style-src 'self';")
+    assert "unsafe" not in policy
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY"

@@ -19,10 +19,14 @@ from wtforms import validators as v
 from flask_commands import Command
 from flask_commands import CommandInvalid
 from flask_commands import Commands
+from flask_commands import Conflict
 from flask_commands import field
 from flask_commands import htmx
 
-IMPORT = '{% from "commands/macros.html" import render_form, render_field, flashes, htmx_script %}'
+IMPORT = (
+    '{% from "commands/macros.html" import render_form, render_field, form_errors, flashes, htmx_script,'
+    " commands_script %}"
+)
 
 
 class AddTodo(Command):
@@ -141,7 +145,10 @@ def test_render_field_live(render: t.Callable[..., str]) -> None:
     # ``input``: arrow, Shift and Enter keys send nothing; the blur's ``change`` waits so that a click
     # on the submit button sends the submission alone (the validation is cancelled meanwhile).
     assert 'hx-trigger="change delay:250ms, input delay:400ms"' in tag
-    assert "event.preventDefault()" in tag  # no validation while the form is being submitted
+    # commands.js drops a marked field's validation while its form is being submitted; no inline
+    # handler (hx-on needs 'unsafe-eval' in a Content-Security-Policy).
+    assert " data-commands-live " in tag
+    assert "hx-on" not in tag
     assert 'hx-target="closest .commands-field"' in tag
     assert 'hx-swap="outerHTML"' in tag
     headers = re.search(r'hx-headers="([^"]+)"', tag)
@@ -215,8 +222,15 @@ def test_render_form_options(render: t.Callable[..., str]) -> None:
 def test_render_form_hidden_id(render: t.Callable[..., str]) -> None:
     form = AddTodo.form()
     html = render("{{ render_form(form) }}", form=form)
-    assert f'<input id="id" name="id" type="hidden" value="{form.id.data}">' in html
+    # No id attribute: several forms on one page would repeat it.
+    assert f'<input name="id" type="hidden" value="{form.id.data}">' in html
     assert '<label for="id"' not in html
+
+
+def test_render_form_two_forms_repeat_no_id(render: t.Callable[..., str]) -> None:
+    html = render("{{ render_form(a) }}{{ render_form(b) }}", a=AddTodo.form(), b=AddTodo.form())
+    ids = re.findall(r' id="([^"]+)"', html)
+    assert "id" not in ids
 
 
 def test_render_form_fields_in_order(render: t.Callable[..., str]) -> None:
@@ -340,8 +354,20 @@ def test_flashes_categories(render: t.Callable[..., str]) -> None:
 def test_htmx_script(render: t.Callable[..., str]) -> None:
     assert render("{{ htmx_script() }}") == (
         f'<script src="/_commands/static/{htmx.HTMX_FILENAME}" integrity="{htmx.htmx_integrity()}"'
-        ' crossorigin="anonymous"></script>'
+        ' crossorigin="anonymous"></script>\n<script src="/_commands/static/commands.js"></script>'
     )
+
+
+def test_commands_script(render: t.Callable[..., str]) -> None:
+    assert render("{{ commands_script() }}") == '<script src="/_commands/static/commands.js"></script>'
+
+
+def test_commands_script_is_served(app: flask.Flask) -> None:
+    response = app.test_client().get("/_commands/static/commands.js")
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    assert b'"htmx:before:request"' in response.data
+    response.close()
 
 
 # The commands_macros global
@@ -395,3 +421,75 @@ def test_render_form_shows_errors_of_fields_left_out(render: t.Callable[..., str
     html = render('{{ render_form(form, fields=["title"]) }}', form=form)
     alert = html[html.index('<div class="commands-errors" role="alert">') :]
     assert "Not a valid integer value." in alert[: alert.index("</div>")]
+
+
+class EditTodo(Command):
+    title: str = field(validators=[v.InputRequired()], label="Title")
+    version: int = field()
+    todo_id: int = field(trusted=True)
+
+
+def test_render_form_hidden_renders_a_field_as_a_hidden_input(render: t.Callable[..., str]) -> None:
+    html = render('{{ render_form(form, hidden=["version"]) }}', form=EditTodo.form({"version": 3}))
+    assert '<input name="version" type="hidden" value="3">' in html
+    assert 'id="version-field"' not in html
+    assert '<label for="version"' not in html
+
+
+def test_render_form_hidden_field_errors_alert(render: t.Callable[..., str]) -> None:
+    form = EditTodo.Form(formdata=MultiDict({"title": "Milk", "version": "x"}))
+    form.validate()
+    html = render('{{ render_form(form, hidden=["version"]) }}', form=form)
+    assert re.search(r'role="alert">\s*<p>Not a valid integer value.</p>', html)
+
+
+def test_render_form_hidden_field_takes_the_conflicts_current_value(render: t.Callable[..., str]) -> None:
+    form = EditTodo.Form(formdata=MultiDict({"title": "Soy milk", "version": "1"}))
+    form.commands_conflict = Conflict("Changed.", code="stale", current={"title": "Oat milk", "version": 2})
+    html = render('{{ render_form(form, hidden=["version"]) }}', form=form)
+    assert '<input name="version" type="hidden" value="2">' in html  # saving again saves over it
+    assert 'value="Soy milk"' in input_tag(html, "title")  # what the user typed
+
+
+def test_render_form_button_form(render: t.Callable[..., str]) -> None:
+    source = (
+        '{% set icon %}<svg aria-hidden="true"></svg>{% endset %}'
+        '{{ render_form(form, fields=[], hidden=["version"], submit=icon, class="toggle",'
+        ' form_attrs={"aria-label": "Toggle", "data-x": none},'
+        ' submit_attrs={"id": "toggle-1", "name": "completed", "value": "y", "aria-pressed": "false",'
+        ' "autofocus": true, "disabled": false}) }}'
+    )
+    html = render(source, form=EditTodo.form({"version": 1}))
+    assert 'novalidate aria-label="Toggle">' in html
+    assert "data-x" not in html
+    assert 'name="title"' not in html
+    assert (
+        '<button type="submit" id="toggle-1" name="completed" value="y" aria-pressed="false" autofocus>'
+        '<svg aria-hidden="true"></svg></button>'
+    ) in html
+
+
+def test_render_form_submit_attrs_are_escaped(render: t.Callable[..., str]) -> None:
+    html = render(
+        "{{ render_form(form, submit=text, submit_attrs={'aria-label': label}) }}",
+        form=AddTodo.form(),
+        text="<b>",
+        label='"><script>',
+    )
+    assert 'aria-label="&#34;&gt;&lt;script&gt;">&lt;b&gt;</button>' in html
+
+
+def test_form_errors_of_a_form_without_visible_fields(render: t.Callable[..., str]) -> None:
+    form = EditTodo.Form(formdata=MultiDict({"title": "Milk", "version": "x"}))
+    form.validate()
+    form.form_errors.append("Closed on Sundays.")
+    html = render("{{ form_errors(form, fields=[]) }}", form=form)
+    assert re.search(
+        r'<div class="commands-errors" role="alert">\s*<p>Closed on Sundays.</p>\s*'
+        r"<p>Not a valid integer value.</p>\s*</div>",
+        html,
+    ), html
+
+
+def test_form_errors_none(render: t.Callable[..., str]) -> None:
+    assert render("{{ form_errors(form) }}", form=AddTodo.form()).strip() == ""
