@@ -111,6 +111,28 @@ def test_commit_makes_record_replayable(store: SQLAlchemyStore, engine: sa.Engin
         second.rollback()
 
 
+def test_replay_takes_no_lock(store: SQLAlchemyStore, engine: sa.Engine) -> None:
+    # A replay only reads: its open transaction must not keep the key from a later claimant (and
+    # on MariaDB it then owes no RELEASE_ALL_LOCKS round trip when its connection goes back).
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's lock byte is taken before the read")
+    with engine.connect() as first:
+        first.begin()
+        claim = claim_in(store, first)
+        assert isinstance(claim, Acquired)
+        store.complete("k", claim.token, outcome="ok", ttl=60.0, connection=first)
+        first.commit()
+    with engine.connect() as replaying, engine.connect() as later:
+        replaying.begin()
+        assert isinstance(claim_in(store, replaying), Replay)
+        # The record expires while the replay's transaction is still open.
+        store._clock = lambda: time.time() + 120.0
+        later.begin()
+        assert isinstance(claim_in(store, later), Acquired)
+        later.rollback()
+        replaying.rollback()
+
+
 def test_other_keys_run_side_by_side(store: SQLAlchemyStore, engine: sa.Engine) -> None:
     if engine.dialect.name == "sqlite":
         pytest.skip("SQLite has one writer at a time")

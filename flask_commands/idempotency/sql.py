@@ -140,6 +140,8 @@ class SQLAlchemyStore:
         self._binary_keys = self._engine.dialect.name in ("mysql", "mariadb")
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._same: weakref.WeakKeyDictionary[sa.Engine, bool] = weakref.WeakKeyDictionary()
+        self._file_locks: tuple[int, _FileLocks] | None = None
         # Tests replace the clock to expire leases without sleeping.
         self._clock: t.Callable[[], float] = time.time
         _dispose_after_fork(self._engine)
@@ -175,8 +177,21 @@ class SQLAlchemyStore:
         engine = bind.engine if isinstance(bind, sa.Connection) else bind
         if engine.pool is self._engine.pool:
             return True
-        mine = _identity(self._engine.url)
-        return mine is not None and mine == _identity(engine.url)
+        # Asked on every keyed command: remembered per engine (an engine's URL never changes;
+        # hashing a URL renders it, and a SQLite path is resolved on disk).
+        same = self._same.get(engine)
+        if same is None:
+            mine = _identity(self._engine.url)
+            same = self._same[engine] = mine is not None and mine == _identity(engine.url)
+        return same
+
+    def _sqlite_locks(self) -> _FileLocks:
+        """The lock file of the store's SQLite database, for this process (looked up once per process)."""
+        pid = os.getpid()
+        cached = self._file_locks
+        if cached is None or cached[0] != pid:
+            cached = self._file_locks = (pid, _file_locks(self._engine.url))
+        return cached[1]
 
     def claim(
         self, key: str, fingerprint: str, *, lease: float, connection: sa.Connection | None = None
@@ -228,22 +243,31 @@ class SQLAlchemyStore:
         """
         statements = self._statements
         dialect = conn.dialect.name
+        # One clock reading: the statement skips the lock for a record done at `now`, and the
+        # decision below must see that record as done too.
+        now = self._clock()
         params: dict[str, t.Any] = {"k": self._key(key)}
         row: t.Any
         if dialect == "sqlite":
-            locked = _file_locks(self._engine.url).acquire(key)
+            locks = self._sqlite_locks()
+            locked = locks.acquire(key)
             if locked:
-                _hold(conn, ("file", key, self._engine.url))
+                _hold(conn, ("file", key, locks))
             row = conn.execute(statements.select, params).first()
         else:
             params["lk"] = _lock_id(key, dialect)
-            if dialect != "postgresql":
-                _hold(conn, ("mysql", key, None))
-            row = conn.execute(statements.lock_and_read, params).one()
+            params["now"] = now
+            try:
+                row = conn.execute(statements.lock_and_read, params).one()
+            except BaseException:
+                if dialect != "postgresql":
+                    _hold(conn, ("mysql", key, None))  # the lock may have been taken
+                raise
             locked = bool(row.locked)
+            if locked and dialect != "postgresql":
+                _hold(conn, ("mysql", key, None))
             if row.fingerprint is None:
                 row = None
-        now = self._clock()
         if row is not None:
             decision = _decide(_record(key, row), row.expires_at, fingerprint, now)
             if decision is not None:
@@ -436,7 +460,13 @@ class _Statements:
             lock = sa.func.pg_try_advisory_xact_lock(sa.bindparam("lk", type_=sa.BigInteger()))
         else:
             lock = sa.func.get_lock(sa.bindparam("lk", type_=sa.String()), 0)
-        self.lock_and_read = sa.select(lock.label("locked"), *read).select_from(one.outerjoin(table, by_key))
+        # A done, unexpired record is replayed: no lock is taken for it (CASE evaluates only the
+        # branch it takes), so a replay on MariaDB owes no RELEASE_ALL_LOCKS round trip.
+        done_now = c.outcome.is_not(None) & (c.expires_at > sa.bindparam("now"))
+        maybe_lock = sa.case((done_now, sa.null()), else_=lock)
+        self.lock_and_read = sa.select(maybe_lock.label("locked"), *read).select_from(
+            one.outerjoin(table, by_key)
+        )
         self.delete_expired = sa.delete(table).where(by_key, claimable)
         record_values: dict[str, t.Any] = {
             "key": sa.bindparam("k"),
@@ -625,7 +655,7 @@ def _release_locks(held: list[tuple[str, str, t.Any]], dbapi_connection: t.Any) 
     mysql_locks = False
     for kind, key, url in held:
         if kind == "file":
-            _file_locks(url).release(key)
+            url.release(key)
         else:
             mysql_locks = True
     if mysql_locks and dbapi_connection is not None:
