@@ -361,11 +361,12 @@ def test_outbox_cli_relay(env: Env) -> None:
     h.add(cmd)
     url = env.engine.url.render_as_string(hide_password=False)
     runner = CliRunner()
-    result = runner.invoke(commands_cli, ["relay", "--database", url, "--grace", "0"], obj=_script_info(env.app))
+    args = ["relay", "--database", url, "--grace", "0"]
+    result = runner.invoke(commands_cli, args, obj=_script_info(env.app))
     assert result.exit_code == 1
     assert "Could not relay the outbox of " in result.output
     env.proxy.restore()
-    result = runner.invoke(commands_cli, ["relay", "--database", url, "--grace", "0"], obj=_script_info(env.app))
+    result = runner.invoke(commands_cli, args, obj=_script_info(env.app))
     assert result.exit_code == 0, result.output
     assert result.output.endswith("Published 1 job from the outbox.\n")
     assert env.messages() == [str(cmd.id)]
