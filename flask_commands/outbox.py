@@ -25,6 +25,7 @@ request, carries the same headers as one published right after the commit.
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import logging
 import os
@@ -199,10 +200,11 @@ def _check_table(connection: sa.Connection) -> None:
 
 def _propagation_headers() -> dict[str, str] | None:
     """The trace context to send with the job, when the application uses OpenTelemetry."""
-    # Never imported here: without OpenTelemetry this costs one dictionary lookup.
-    propagate = sys.modules.get("opentelemetry.propagate")
-    if propagate is None:
+    # Imported only once the application has imported OpenTelemetry: without it, this costs a
+    # dictionary lookup and nothing of OpenTelemetry is loaded.
+    if "opentelemetry" not in sys.modules:
         return None
+    propagate = importlib.import_module("opentelemetry.propagate")
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier or None
@@ -343,12 +345,16 @@ class _Deletions:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.flushing = threading.Lock()
         self.ids: dict[sa.Engine, list[int]] = {}
         self.timer: threading.Timer | None = None
 
     def add(self, jobs: list[_Job]) -> None:
         with self.lock:
             for job in jobs:
+                if job.engine not in _watched:
+                    sa.event.listen(job.engine, "engine_disposed", _engine_disposed)
+                    _watched.add(job.engine)
                 self.ids.setdefault(job.engine, []).append(job.row_id)
             if self.timer is not None:
                 return
@@ -362,15 +368,32 @@ class _Deletions:
                 return
             self.timer = timer
 
-    def flush(self) -> None:
-        with self.lock:
-            batches, self.ids, self.timer = self.ids, {}, None
-        for engine, ids in batches.items():
-            try:
-                _delete(engine, ids)
-            except Exception as e:
-                # The relay publishes these rows again after its grace period: harmless.
-                _log.warning("Could not delete %d published job(s) from the outbox: %r", len(ids), e)
+    def flush(self, engine: sa.Engine | None = None) -> bool:
+        """Delete the published rows (of ``engine`` only, when given); return whether there were any."""
+        with self.flushing:
+            with self.lock:
+                if engine is None:
+                    batches, self.ids, self.timer = self.ids, {}, None
+                else:
+                    batches = {engine: self.ids.pop(engine)} if engine in self.ids else {}
+            for each, ids in batches.items():
+                try:
+                    _delete(each, ids)
+                except Exception as e:
+                    # The relay publishes these rows again after its grace period: harmless.
+                    _log.warning("Could not delete %d published job(s) from the outbox: %r", len(ids), e)
+        return bool(batches)
+
+
+# Engines whose disposal flushes their deletions (listened once, kept across a fork).
+_watched: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def _engine_disposed(engine: sa.Engine) -> None:
+    # Delete its rows now rather than later through a pool nobody closes, then close the
+    # connection that took: the new pool of a disposed engine stays empty.
+    if _deletions.flush(engine):
+        engine.pool.dispose()
 
 
 def _delete(engine: sa.Engine, ids: list[int]) -> None:

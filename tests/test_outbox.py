@@ -354,6 +354,120 @@ def test_outbox_missing_table_names_the_fix(env: Env) -> None:
         outbox.create_table(env.engine)
 
 
+def test_outbox_old_table_without_headers_names_the_fix(env: Env) -> None:
+    h = _handlers(env)
+    old = sa.MetaData()
+    sa.Table(
+        outbox.TABLE_NAME,
+        old,
+        *(column._copy() for column in outbox.table.columns if column.name != "headers"),
+        sqlite_autoincrement=True,
+    )
+    with env.engine.begin() as conn:
+        outbox.table.drop(conn)
+    old.create_all(env.engine)
+    outbox._checked.discard(env.engine)
+    try:
+        with pytest.raises(RuntimeError) as info:
+            h.add(Job(label="old table"))
+        message = str(info.value)
+        assert message.startswith("The 'commands_outbox' table of the database ")
+        assert message.endswith(
+            " has no 'headers' column (it was made by an earlier version); run 'flask commands"
+            " init-db' or 'Commands.create_tables()', which add it, or add it in an Alembic migration."
+        )
+        assert env.items_of("old table") == 0
+        outbox.create_table(env.engine)  # adds the column
+        cmd = Job(label="migrated")
+        h.add(cmd)
+        assert env.messages() == [str(cmd.id)]
+    finally:
+        with env.engine.begin() as conn:
+            outbox.table.drop(conn)
+        outbox.create_table(env.engine)
+
+
+def test_outbox_relay_leaves_fresh_rows_to_their_process(env: Env) -> None:
+    h = _handlers(env)
+    env.proxy.cut()
+    cmd = Job(label="fresh")
+    h.add(cmd)
+    env.proxy.restore()
+    celery_app = env.app.extensions["celery"]
+    assert outbox.relay(env.engine, celery_app) == 0  # younger than outbox.GRACE
+    assert env.outbox_rows() == [str(cmd.id)]
+    with env.engine.begin() as conn:
+        conn.execute(outbox.table.update().values(created_at=outbox.table.c.created_at - outbox.GRACE - 1))
+    assert outbox.relay(env.engine, celery_app) == 1
+    assert env.messages() == [str(cmd.id)]
+    assert env.outbox_rows() == []
+
+
+def test_outbox_relay_grace_negative(env: Env) -> None:
+    with pytest.raises(ValueError, match="grace must") as info:
+        outbox.relay(env.engine, env.app.extensions["celery"], grace=-1)
+    assert info.value.args == ("grace must be a number of seconds, 0 or more, not -1.",)
+
+
+def test_outbox_publishes_from_memory_and_deletes_together(env: Env) -> None:
+    h = _handlers(env)
+    statements: list[str] = []
+
+    def record(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if outbox.TABLE_NAME in statement:
+            statements.append(statement.split()[0].upper())
+
+    sa.event.listen(env.engine, "before_cursor_execute", record)
+    try:
+        cmds = [Job(label=f"together {i}") for i in range(10)]
+        for cmd in cmds:
+            h.add(cmd)
+        assert env.messages() == [str(cmd.id) for cmd in cmds]
+        published = list(statements)
+        assert env.outbox_rows_once_deleted() == []
+    finally:
+        sa.event.remove(env.engine, "before_cursor_execute", record)
+    # No claim before a publish, and one DELETE for the rows published within a moment (the
+    # count allows for a slow machine splitting them).
+    assert published.count("INSERT") == 10
+    assert "SELECT" not in published
+    assert 1 <= statements.count("DELETE") < 10
+
+
+def _traced(env: Env) -> tuple[t.Any, str]:
+    """A span made current by an OpenTelemetry SDK tracer, and its ``traceparent``."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    span = TracerProvider().get_tracer("test").start_span("request")
+    context = span.get_span_context()
+    return span, f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+def test_outbox_published_after_commit_with_the_enqueue_trace_context(env: Env) -> None:
+    from opentelemetry import trace
+
+    h = _handlers(env)
+    span, traceparent = _traced(env)
+    with trace.use_span(span, end_on_exit=True):
+        h.add(Job(label="traced"))
+    [message] = env.redis.lrange(env.queue, 0, -1)
+    assert json.loads(message)["headers"]["traceparent"] == traceparent
+
+
+def test_outbox_relayed_with_the_enqueue_trace_context(env: Env) -> None:
+    from opentelemetry import trace
+
+    h = _handlers(env)
+    span, traceparent = _traced(env)
+    env.proxy.cut()
+    with trace.use_span(span, end_on_exit=True):
+        h.add(Job(label="traced"))
+    env.proxy.restore()
+    assert outbox.relay(env.engine, env.app.extensions["celery"], grace=0) == 1  # no span current
+    [message] = env.redis.lrange(env.queue, 0, -1)
+    assert json.loads(message)["headers"]["traceparent"] == traceparent
+
+
 def test_outbox_cli_relay(env: Env) -> None:
     h = _handlers(env)
     env.proxy.cut()
