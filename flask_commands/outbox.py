@@ -433,17 +433,21 @@ def _after_commit(session: sa.orm.Session) -> None:
         _publish_committed(jobs)
 
 
+@sa.event.listens_for(sa.orm.Session, "after_transaction_end")
+def _after_transaction_end(session: sa.orm.Session, transaction: sa.orm.SessionTransaction) -> None:
+    # The outermost transaction ended without publishing (after_commit comes first): rolled back,
+    # or closed with the session. Its jobs must never leave with a later transaction.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
+
+
 @sa.event.listens_for(sa.orm.Session, "after_soft_rollback")
 def _after_rollback(session: sa.orm.Session, previous_transaction: sa.orm.SessionTransaction) -> None:
     jobs: list[_Job] | None = session.info.get(_PENDING)
-    if not jobs:
-        return
-    if previous_transaction.parent is None:
-        del session.info[_PENDING]
-        return
-    # A savepoint rolled back: its rows are gone from the table, so are its jobs (and those of
-    # savepoints inside it, released or not).
-    jobs[:] = [job for job in jobs if not _within(job.transaction, previous_transaction)]
+    if jobs and previous_transaction.parent is not None:
+        # A savepoint rolled back: its rows are gone from the table, so are its jobs (and those
+        # of savepoints inside it, released or not).
+        jobs[:] = [job for job in jobs if not _within(job.transaction, previous_transaction)]
 
 
 def _within(transaction: sa.orm.SessionTransaction | None, outer: sa.orm.SessionTransaction) -> bool:

@@ -284,6 +284,19 @@ def test_outbox_nested_job_waits_for_outer_commit(env: Env) -> None:
     assert env.items_of("inner") == 0
 
 
+def test_outbox_closed_session_drops_its_jobs(env: Env) -> None:
+    h = _handlers(env)
+
+    @handler(Job, transaction=env.session)
+    def discarding(cmd: Job) -> None:
+        h.job.enqueue(cmd)
+        env.session.close()  # the transaction, its row and its job are gone
+
+    discarding(Job(label="closed"))  # commits a new, empty transaction
+    assert env.messages() == []
+    assert env.outbox_rows() == []
+
+
 def test_outbox_outside_unit_of_work_sends_at_once(env: Env) -> None:
     h = _handlers(env)
     cmd = Job(label="direct")
