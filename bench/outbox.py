@@ -1,20 +1,24 @@
 """Transactional enqueue (the outbox) against sending directly, from the same handler.
 
-    .venv/bin/python -P bench/outbox.py [--database URL] [--broker URL] [--commands 500] [--rounds 3]
+    .venv/bin/python -P bench/outbox.py [--database URL] [--broker URL] [--commands 50] [--rounds 40]
 
 Both handlers run in a transaction on the same database, write one row and enqueue one job to
 the same Redis broker (no worker: messages only pile up in a queue of the run's own, deleted at
 the end). ``direct`` sends the job from inside the transaction, as ``enqueue`` did before the
 outbox (the job could run before the row commits); ``outbox`` calls ``enqueue``, which writes the
-job to ``commands_outbox`` in the transaction and publishes it after the commit (one more
-INSERT, and after the commit a claim, the publish and a DELETE). Rounds alternate and the best
-of each side is kept. Target: ``outbox`` at at least 0.8 times the ``direct`` throughput.
+job to ``commands_outbox`` in the transaction and publishes it from memory after the commit (one
+more INSERT per command; the published rows are deleted together a moment later, by another
+thread). A round runs ``--commands`` commands on each side, in alternating order (the machine is
+shared: short rounds see the same load on both sides); each round gives the ratio
+outbox/direct, and the median ratio is reported with the median rate of each side. Target:
+``outbox`` at at least 0.8 times ``direct``.
 
 Publish latency: from the end of the database commit (SQLAlchemy's ``after_commit``, registered
 before the outbox's own listener) to Celery's ``after_task_publish`` for the job, median and p99
 over every outbox command.
 
-Run with ``-P`` (``bench/http.py`` would shadow the standard library's ``http``).
+SQLite: ``--database sqlite:////tmp/bench-outbox.sqlite`` (a file: the deletions use another
+connection). Run with ``-P`` (``bench/http.py`` would shadow the standard library's ``http``).
 """
 
 from __future__ import annotations
@@ -66,8 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--commands", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--commands", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
 
     run = uuid.uuid4().hex[:10]
@@ -99,15 +103,16 @@ def main() -> None:
         job.enqueue(cmd)
 
     sides = {"direct": direct, "outbox": transactional}
-    best = {name: 0.0 for name in sides}
+    rates: dict[str, list[float]] = {name: [] for name in sides}
     latencies: list[float] = []
     try:
         with app.app_context():
             for run_one in sides.values():  # warm up connections and caches
                 for n in range(20):
                     run_one(Ping(n=n))
-            for _ in range(args.rounds):
-                for name, run_one in sides.items():
+            for index in range(args.rounds):
+                order = list(sides.items()) if index % 2 == 0 else list(reversed(sides.items()))
+                for name, run_one in order:
                     cmds = [Ping(n=n) for n in range(args.commands)]
                     _committed.clear()
                     _published.clear()
@@ -115,7 +120,7 @@ def main() -> None:
                     for cmd in cmds:
                         run_one(cmd)
                     rate = len(cmds) / (time.perf_counter() - start)
-                    best[name] = max(best[name], rate)
+                    rates[name].append(rate)
                     if name == "outbox":
                         # The publisher commits on a Connection, not a Session: one handler
                         # commit, then one publish, per command, in order.
@@ -124,8 +129,14 @@ def main() -> None:
                                 f"{len(cmds)} commands: {len(_committed)} commits, {len(_published)} sent"
                             )
                         latencies += [p - c for c, p in zip(_committed, _published, strict=True)]
-        with engine.connect() as conn:
-            left = conn.execute(sa.select(sa.func.count()).select_from(outbox.table)).scalar_one()
+        # The published rows are deleted a moment after their publish, many per statement.
+        deadline = time.monotonic() + 10
+        while True:
+            with engine.connect() as conn:
+                left = conn.execute(sa.select(sa.func.count()).select_from(outbox.table)).scalar_one()
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     finally:
         client = redis.Redis.from_url(args.broker)
         client.delete(queue)
@@ -136,15 +147,20 @@ def main() -> None:
 
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"{engine.dialect.name}, {args.commands} commands x {args.rounds} rounds, best round of each:")
-    print(f"  direct send  {best['direct']:8.0f} commands/s")
-    print(f"  outbox       {best['outbox']:8.0f} commands/s")
-    print(f"  ratio outbox/direct: {best['outbox'] / best['direct']:.2f} (target >= 0.80)")
+    ratios = [o / d for o, d in zip(rates["outbox"], rates["direct"], strict=True)]
+    print(f"{engine.dialect.name}, {args.commands} commands x {args.rounds} rounds, medians:")
+    print(f"  direct send  {statistics.median(rates['direct']):8.0f} commands/s")
+    print(f"  outbox       {statistics.median(rates['outbox']):8.0f} commands/s")
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    print(
+        f"  ratio outbox/direct: median {statistics.median(ratios):.2f} (target >= 0.80),"
+        f" quartiles of the rounds {quartiles[0]:.2f} to {quartiles[2]:.2f}"
+    )
     print(
         f"  publish latency after commit: median {statistics.median(latencies) * 1e3:.2f} ms,"
         f" p99 {p99 * 1e3:.2f} ms ({len(latencies)} jobs)"
     )
-    print(f"  rows left in the outbox: {left}")
+    print(f"  rows left in the outbox once the deletions ran: {left}")
 
 
 if __name__ == "__main__":

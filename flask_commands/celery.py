@@ -189,11 +189,16 @@ def _decode(envelope: t.Any) -> tuple[Handler[t.Any, t.Any], Command]:
         raise _Poison(f"the {kind} command does not restore: {e}") from None
 
 
-def _relay_outbox(databases: list[str] | None = None) -> int:
-    """Publish the jobs left in the outbox of ``databases`` (URLs), else the app's Flask-SQLAlchemy ones."""
+def _relay_outbox(databases: list[str] | None = None, grace: float | None = None) -> int:
+    """Publish the jobs left in the outbox of ``databases`` (URLs), else the app's Flask-SQLAlchemy ones.
+
+    ``grace``: leave rows younger than this many seconds to the process that committed them
+    (``flask_commands.outbox.GRACE`` by default).
+    """
     import sqlalchemy as sa
     from flask import current_app
 
+    from .outbox import GRACE
     from .outbox import app_engines
     from .outbox import relay
 
@@ -208,7 +213,7 @@ def _relay_outbox(databases: list[str] | None = None) -> int:
     published = 0
     for engine in engines:
         try:
-            published += relay(engine, celery_app)
+            published += relay(engine, celery_app, grace=GRACE if grace is None else grace)
         except RuntimeError as e:
             # The broker refused a row: the next sweep tries again.
             published += getattr(e, "published", 0)

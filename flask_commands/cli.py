@@ -179,14 +179,22 @@ def init_db() -> None:
     multiple=True,
     help="A database URL whose outbox to relay (repeatable); the app's Flask-SQLAlchemy ones by default.",
 )
-def relay(watch: bool, interval: float, databases: tuple[str, ...]) -> None:
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    help="Leave jobs younger than this many seconds to the process that committed them.  [default: 10.0]",
+)
+def relay(watch: bool, interval: float, databases: tuple[str, ...], grace: float | None) -> None:
     """Publish the jobs left in the outbox, oldest first.
 
     Jobs stay in the outbox when the broker was down at commit or a process died between commit
     and publish. Exits 1 when the broker refused a job (the rest wait for the next pass).
     """
+    import functools
+
     import sqlalchemy as sa
 
+    from .outbox import GRACE
     from .outbox import app_engines
     from .outbox import relay as relay_outbox
 
@@ -202,7 +210,8 @@ def relay(watch: bool, interval: float, databases: tuple[str, ...]) -> None:
             "The app has no Flask-SQLAlchemy database; name the outbox's database with --database URL."
         )
     try:
-        _relay_passes(engines, celery_app, relay_outbox, watch, interval)
+        one_pass = functools.partial(relay_outbox, grace=GRACE if grace is None else grace)
+        _relay_passes(engines, celery_app, one_pass, watch, interval)
     finally:
         for engine in own:
             engine.dispose()

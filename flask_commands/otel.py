@@ -400,8 +400,13 @@ class _Instrumentation:
             # whichever receiver ran first, one of the two publish signals finds its span open.
             _annotate(_their_span(sender, task_id, publish=True), attributes)
             return
-        span = self.tracer.start_span(f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes)
-        propagate.inject(headers, context=trace.set_span_in_context(span))
+        # A job from the outbox carries the trace context captured when it was enqueued: sent by a
+        # relay, long after its request, it still belongs to that trace.
+        parent: otel_context.Context | None = propagate.extract(headers)
+        if not trace.get_current_span(parent).get_span_context().is_valid:
+            parent = None
+        span = self.tracer.start_span(f"send {queue}", parent, kind=SpanKind.PRODUCER, attributes=attributes)
+        propagate.inject(headers, context=trace.set_span_in_context(span, parent))
         publishing.span = span
 
     def _after_publish(self, sender: t.Any = None, headers: t.Any = None, **kwargs: t.Any) -> None:

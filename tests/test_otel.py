@@ -732,6 +732,55 @@ def test_otel_job_applied_in_process_nests_in_the_current_span(
     assert _parent(telemetry.span("handle OtelJob")) == process.context.span_id
 
 
+def test_otel_relayed_job_shares_the_request_trace(
+    telemetry: Telemetry, worker_app: flask.Flask, tmp_path: pathlib.Path
+) -> None:
+    import sqlalchemy as sa
+    import sqlalchemy.orm
+
+    from flask_commands import outbox
+    from flask_commands.celery import init_celery
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'outbox.sqlite'}")
+    outbox.create_table(engine)
+    session = sa.orm.scoped_session(sa.orm.sessionmaker(engine))
+
+    @handler(OtelNote, transaction=session)
+    def enqueue_in_transaction(cmd: OtelNote) -> str:
+        job_note.enqueue(OtelJob(title=cmd.title))
+        return cmd.title
+
+    web = make_app()
+
+    @web.route("/enqueue", methods=["POST"])
+    @command_view(OtelNote, enqueue_in_transaction)
+    def enqueue(result: str, cmd: OtelNote) -> flask.typing.ResponseReturnValue:
+        return result, 202
+
+    # The broker is down at commit: the job waits in the outbox for the relay.
+    web.config["CELERY"] = {
+        "broker_url": "redis://127.0.0.1:1/0",
+        "broker_transport_options": {"max_retries": 0},
+        "broker_connection_timeout": 1,
+        "task_default_queue": "otel",
+    }
+    init_celery(web)
+    try:
+        assert web.test_client().post("/enqueue", json={"title": "milk"}).status_code == 202
+    finally:
+        worker_app.extensions["celery"].set_default()
+    assert outbox.relay(engine, worker_app.extensions["celery"], grace=0) == 1
+    (process,) = _wait_for(telemetry, "process otel")
+    request_handle = telemetry.span("handle OtelNote")
+    send = [s for s in telemetry.spans("send otel") if s.status.status_code is not StatusCode.ERROR]
+    assert [_parent(s) for s in send] == [request_handle.context.span_id]
+    assert process.kind is SpanKind.CONSUMER
+    assert process.context.trace_id == request_handle.context.trace_id
+    assert _parent(process) == send[0].context.span_id
+    session.remove()
+    engine.dispose()
+
+
 # With opentelemetry-instrumentation-flask and -celery: our spans nest under theirs, no duplicates.
 
 
