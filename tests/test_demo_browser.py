@@ -614,7 +614,12 @@ def test_board_works_with_javascript_off(browser: Browser, demo: Demo) -> None:
     context.close()
 
 
-def test_screenshot(page: Page) -> None:
+def test_screenshot(page: Page, tmp_path: pathlib.Path) -> None:
+    """The README's picture of the board, taken into tmp_path so a test run changes no tracked file.
+
+    ``COMMANDS_UPDATE_SCREENSHOT=1 .venv/bin/pytest tests/test_demo_browser.py -k screenshot``
+    writes it to docs/ instead.
+    """
     for title in ("Write the release notes", "Review the idempotency PR", "Buy oat milk", "Book the venue"):
         add_todo(page, title)
     page.get_by_role("button", name="Done: Buy oat milk").click()
@@ -626,12 +631,12 @@ def test_screenshot(page: Page) -> None:
     page.locator("#edit-2-title-errors").wait_for()
     page.fill("#title", "Water the plants")
     page.locator("body").click(position={"x": 5, "y": 5})  # blur: no caret in the picture
-    SCREENSHOT.parent.mkdir(exist_ok=True)
+    target = SCREENSHOT if os.environ.get("COMMANDS_UPDATE_SCREENSHOT") == "1" else tmp_path / SCREENSHOT.name
     # Down to the end of <main>: the footer names this browser's random visitor, and leaving it
     # out keeps the picture the same from run to run (no change for git to see).
     bottom = page.evaluate("document.querySelector('main').getBoundingClientRect().bottom + 24")
-    page.screenshot(path=str(SCREENSHOT), clip={"x": 0, "y": 0, "width": 1000, "height": bottom})
-    assert SCREENSHOT.stat().st_size > 10_000
+    page.screenshot(path=str(target), clip={"x": 0, "y": 0, "width": 1000, "height": bottom})
+    assert target.stat().st_size > 10_000
 
 
 CLIENT_PAGE = """<!doctype html>
