@@ -33,82 +33,22 @@ import urllib.request
 import uuid
 
 import flask
-from wtforms import validators as v
 
-from flask_commands import Command
-from flask_commands import Commands
-from flask_commands import command_view
-from flask_commands import field
-from flask_commands import handler
 from flask_commands import signals
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # python -P leaves bench/ out
 import loopback
+import todos
+from todos import BODY
+from todos import bare_app
 
 SERVERS = ("bare", "command", "log", "log-null")
 TARGET = 0.85
-BODY = {"title": "Buy milk", "order": 3, "completed": False}
-
-
-class AddTodo(Command):
-    title: str = field(validators=[v.InputRequired(), v.Length(max=200)])
-    order: int | None = None
-    completed: bool = False
-
-
-@handler(AddTodo)
-def add_todo(cmd: AddTodo) -> AddTodo:
-    return cmd
-
-
-def _todo(ident: str, title: str, order: int | None, completed: bool) -> flask.Response:
-    body = {"id": ident, "title": title, "order": order, "completed": completed}
-    response = flask.jsonify(body)
-    response.status_code = 201
-    return response
-
-
-def bare_app() -> flask.Flask:
-    """A plain Flask view that parses and checks the same input by hand."""
-    app = flask.Flask("bare")
-
-    @app.post("/todos")
-    def create() -> flask.typing.ResponseReturnValue:
-        data = flask.request.get_json(silent=True)
-        if not isinstance(data, dict):
-            return {"detail": "The request body must be a JSON object."}, 400
-        errors: dict[str, list[str]] = {}
-        title = data.get("title")
-        if not isinstance(title, str) or not title:
-            errors["title"] = ["This field is required."]
-        elif len(title) > 200:
-            errors["title"] = ["Field cannot be longer than 200 characters."]
-        order = data.get("order")
-        if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
-            errors["order"] = ["Not a valid integer value."]
-        completed = data.get("completed", False)
-        if completed is None:
-            completed = False
-        if not isinstance(completed, bool):
-            errors["completed"] = ["Not a valid value."]
-        if errors:
-            return {"errors": errors}, 422
-        assert isinstance(title, str)
-        return _todo(str(uuid.uuid4()), title, order, completed)
-
-    return app
 
 
 def command_app(log: str | None = None) -> flask.Flask:
     """The same endpoint as a command view; ``log`` connects ``signals.log_to``."""
-    app = flask.Flask("command")
-    Commands(app)
-
-    @app.post("/todos")
-    @command_view(AddTodo, add_todo)
-    def create(result: AddTodo, cmd: AddTodo) -> flask.typing.ResponseReturnValue:
-        return _todo(str(cmd.id), cmd.title, cmd.order, cmd.completed)
-
+    app = todos.command_app()
     if log is not None:
         logger = logging.getLogger(f"bench.{log}")
         logger.propagate = False

@@ -48,49 +48,21 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import NoOpTracerProvider
 from werkzeug.test import EnvironBuilder
-from wtforms import validators as v
 
-from flask_commands import Command
-from flask_commands import Commands
-from flask_commands import command_view
-from flask_commands import field
-from flask_commands import handler
 from flask_commands import otel
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # python -P leaves bench/ out
 import loopback
+from todos import BODY
+from todos import command_app
 
 CONFIGS = ("off", "api", "on", "on+flask")
 TARGET = 0.9
-BODY = {"title": "Buy milk", "order": 3, "completed": False}
-
-
-class AddTodo(Command):
-    title: str = field(validators=[v.InputRequired(), v.Length(max=200)])
-    order: int | None = None
-    completed: bool = False
-
-
-@handler(AddTodo)
-def add_todo(cmd: AddTodo) -> dict[str, t.Any]:
-    return {"title": cmd.title, "order": cmd.order, "completed": cmd.completed}
 
 
 class _NoExporter(SpanExporter):
     def export(self, spans: t.Any) -> SpanExportResult:
         return SpanExportResult.SUCCESS
-
-
-def make_app() -> flask.Flask:
-    app = flask.Flask(__name__)
-    Commands(app)
-
-    @app.post("/todos")
-    @command_view(AddTodo, add_todo)
-    def new_todo(result: dict[str, t.Any], cmd: AddTodo) -> t.Any:
-        return {**result, "id": str(cmd.id)}, 201
-
-    return app
 
 
 def run(app: flask.Flask, seconds: float) -> tuple[float, float]:
@@ -140,7 +112,7 @@ def _providers() -> tuple[TracerProvider, MeterProvider]:
 
 def _configured(name: str) -> flask.Flask:
     """The app of configuration ``name``, instrumented as it says (in this process)."""
-    app = make_app()
+    app = command_app()
     if name == "off":
         return app
     if name == "api":
@@ -197,8 +169,8 @@ def over_http(seconds: int, rounds: int, connections: int) -> dict[str, list[tup
 
 def in_process(seconds: float, rounds: int) -> dict[str, list[tuple[float, float]]]:
     tracer_provider, meter_provider = _providers()
-    plain = make_app()
-    flask_instrumented = make_app()
+    plain = command_app()
+    flask_instrumented = command_app()
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     FlaskInstrumentor().instrument_app(

@@ -44,84 +44,17 @@ import uuid
 
 import flask
 import pydantic
-from wtforms import validators as v
-
-from flask_commands import Command
-from flask_commands import Commands
-from flask_commands import command_view
-from flask_commands import field
-from flask_commands import handler
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # python -P leaves bench/ out
 import loopback
+from todos import BODY
+from todos import bare_app
+from todos import command_app
+from todos import todo
 
-VALID = {"title": "Buy milk", "order": 3, "completed": False}
+VALID = BODY
 INVALID = {"title": "", "order": "soon", "completed": False}
 PATHS = {"valid": (VALID, 201), "invalid": (INVALID, 422)}
-
-
-class AddTodo(Command):
-    """The benchmark's command."""
-
-    title: str = field(validators=[v.InputRequired(), v.Length(max=200)])
-    order: int | None = None
-    completed: bool = False
-
-
-@handler(AddTodo)
-def add_todo(cmd: AddTodo) -> AddTodo:
-    """A no-op handler."""
-    return cmd
-
-
-def _todo(ident: str, title: str, order: int | None, completed: bool) -> flask.Response:
-    response = flask.jsonify({"id": ident, "title": title, "order": order, "completed": completed})
-    response.status_code = 201
-    return response
-
-
-def bare_app() -> flask.Flask:
-    """Flask, the same checks written by hand."""
-    app = flask.Flask("bare")
-
-    @app.post("/todos")
-    def create() -> flask.typing.ResponseReturnValue:
-        data = flask.request.get_json(silent=True)
-        if not isinstance(data, dict):
-            return {"detail": "The request body must be a JSON object."}, 400
-        errors: dict[str, list[str]] = {}
-        title = data.get("title")
-        if not isinstance(title, str) or not title:
-            errors["title"] = ["This field is required."]
-        elif len(title) > 200:
-            errors["title"] = ["Field cannot be longer than 200 characters."]
-        order = data.get("order")
-        if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
-            errors["order"] = ["Not a valid integer value."]
-        completed = data.get("completed", False)
-        if completed is None:
-            completed = False
-        if not isinstance(completed, bool):
-            errors["completed"] = ["Not a valid value."]
-        if errors:
-            return {"errors": errors}, 422
-        assert isinstance(title, str)
-        return _todo(str(uuid.uuid4()), title, order, completed)
-
-    return app
-
-
-def command_app() -> flask.Flask:
-    """Flask-Commands' command view."""
-    app = flask.Flask("command")
-    Commands(app)
-
-    @app.post("/todos")
-    @command_view(AddTodo, add_todo)
-    def create(result: AddTodo, cmd: AddTodo) -> flask.typing.ResponseReturnValue:
-        return _todo(str(cmd.id), cmd.title, cmd.order, cmd.completed)
-
-    return app
 
 
 class TodoBody(pydantic.BaseModel):
@@ -140,7 +73,7 @@ def openapi3_app() -> flask.Flask:
 
     @app.post("/todos")
     def create(body: TodoBody) -> t.Any:  # flask-openapi3 evaluates the annotations
-        return _todo(str(uuid.uuid4()), body.title, body.order, body.completed)
+        return todo(str(uuid.uuid4()), body.title, body.order, body.completed)
 
     return app
 
@@ -168,7 +101,7 @@ def apiflask_app() -> flask.Flask:
     @app.post("/todos")
     @app.input(schema)
     def create(json_data: dict[str, t.Any]) -> flask.typing.ResponseReturnValue:
-        return _todo(str(uuid.uuid4()), json_data["title"], json_data["order"], json_data["completed"])
+        return todo(str(uuid.uuid4()), json_data["title"], json_data["order"], json_data["completed"])
 
     return t.cast(flask.Flask, app)
 
@@ -187,7 +120,7 @@ def smorest_app() -> flask.Flask:
     @blp.route("/todos", methods=["POST"])
     @blp.arguments(schema)
     def create(data: dict[str, t.Any]) -> flask.typing.ResponseReturnValue:
-        return _todo(str(uuid.uuid4()), data["title"], data["order"], data["completed"])
+        return todo(str(uuid.uuid4()), data["title"], data["order"], data["completed"])
 
     api.register_blueprint(blp)
     return app
