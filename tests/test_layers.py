@@ -4,7 +4,8 @@ A module imports only from lower layers (or its own, except layer 0, which impor
 the package). Imports under ``if t.TYPE_CHECKING:`` are type-only and ignored; imports inside
 functions count. No module calls a private name of another module's objects (a private method
 defined in another module's class, or another module's private function), nor imports another
-module's private names for typing.
+module's private names for typing, nor reads a private attribute that only another module's
+classes set (``Cmd._fields`` outside command.py).
 """
 
 from __future__ import annotations
@@ -226,9 +227,55 @@ def _type_only_private_imports(module: str) -> list[str]:
     return found
 
 
+def _private_attributes() -> dict[str, set[str]]:
+    """Private attribute name → the modules whose classes set or declare it (``self._x = ...``,
+    a class-level ``_x``, or ``__slots__``)."""
+    found: dict[str, set[str]] = {}
+    for module in MODULES:
+        for node in ast.walk(_tree(module)):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for item in ast.walk(node):
+                names: list[str] = []
+                if isinstance(item, ast.Attribute) and isinstance(item.ctx, ast.Store):
+                    if isinstance(item.value, ast.Name) and item.value.id in ("self", "cls"):
+                        names.append(item.attr)
+                elif isinstance(item, ast.Name) and isinstance(item.ctx, ast.Store):
+                    names.append(item.id)
+                elif isinstance(item, ast.Constant) and isinstance(item.value, str):
+                    names.append(item.value)  # __slots__ entries
+                for name in names:
+                    if _private(name):
+                        found.setdefault(name, set()).add(module)
+    return found
+
+
+PRIVATE_ATTRIBUTES = _private_attributes()
+
+
+def _private_reads(module: str) -> list[str]:
+    """Reads in ``module`` of a private attribute that only other modules' classes define."""
+    found = []
+    for node in ast.walk(_tree(module)):
+        if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+            continue
+        owner = node.value
+        if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+            continue
+        defined_in = PRIVATE_ATTRIBUTES.get(node.attr, set())
+        if defined_in and module not in defined_in:
+            found.append(f"line {node.lineno}: .{node.attr} of {', '.join(sorted(defined_in))}")
+    return found
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_layers_no_private_calls_across_modules(module: str) -> None:
     assert _private_calls(module) == [], f"{module} calls private names of other modules"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_layers_no_private_reads_across_modules(module: str) -> None:
+    assert _private_reads(module) == [], f"{module} reads private attributes of other modules' objects"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -317,3 +364,18 @@ def test_layers_type_only_private_import_caught(
     assert _type_only_private_imports("flask_commands.fake") == [
         "line 3: _AppState from flask_commands.extension"
     ]
+
+
+def test_layers_private_read_caught(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = (
+        "class Mine:\n"
+        "    def __init__(self):\n"
+        "        self._own = 1\n"
+        "def f(cmd, mine):\n"
+        "    return cmd._fields, mine._own, cmd.public\n"
+    )
+    path = tmp_path / "fake.py"
+    path.write_text(source)
+    monkeypatch.setitem(MODULES, "flask_commands.fake", path)
+    monkeypatch.setitem(PRIVATE_ATTRIBUTES, "_own", {"flask_commands.fake"})
+    assert _private_reads("flask_commands.fake") == ["line 5: ._fields of flask_commands.command"]
