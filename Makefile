@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy --strict flask_commands
+	$(BIN)/mypy --strict flask_commands demo_app
 
 test: lint
 	$(BIN)/pytest

@@ -38,13 +38,14 @@ def init_app(app: Flask) -> None:
     if importlib.util.find_spec("opentelemetry.instrumentation.flask") is not None:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-        FlaskInstrumentor().instrument_app(
+        # The instrumentation packages ship no type hints.
+        FlaskInstrumentor().instrument_app(  # type: ignore[no-untyped-call]
             app, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
     if importlib.util.find_spec("opentelemetry.instrumentation.celery") is not None:
         from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
-        instrumentor = CeleryInstrumentor()
+        instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     app.add_url_rule("/metrics", "metrics", _metrics)
