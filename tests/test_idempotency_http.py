@@ -10,11 +10,14 @@ import flask
 import pytest
 from werkzeug.datastructures import MultiDict
 
+from flask_commands import Commands
 from flask_commands import _codec
 from flask_commands._idempotent import _HTTPAnswers
 from flask_commands._idempotent import request_fingerprint
 from flask_commands.idempotency.memory import MemoryStore
 from flask_commands.idempotency.store import Acquired
+from flask_commands.state import app_state
+from flask_commands.state import init_state
 
 
 def _sha(text: str) -> str:
@@ -152,3 +155,23 @@ def test_memory_store_outcome_invalid_with_float_ttl() -> None:
     assert isinstance(claim, Acquired)
     with pytest.raises(ValueError, match=r"^outcome 'fault' is not one of"):
         store.complete("k", claim.token, outcome="fault", ttl=60.0)  # type: ignore[arg-type]
+
+
+# app_state() remembers the app it answered last.
+
+
+def test_app_state_of_alternating_apps_and_after_init_again() -> None:
+    first, second = flask.Flask("first"), flask.Flask("second")
+    second.config["COMMANDS_IDEMPOTENCY_WAIT"] = 1.0
+    Commands(first)
+    Commands(second)
+    for _ in range(2):
+        assert (app_state(first).wait, app_state(second).wait) == (5.0, 1.0)
+        with first.app_context():
+            assert app_state() is app_state(first)
+    old = app_state(first)
+    first.config["COMMANDS_IDEMPOTENCY_WAIT"] = 2.0
+    new = init_state(first)
+    assert new is not old
+    assert app_state(first) is new
+    assert app_state(first).wait == 2.0
