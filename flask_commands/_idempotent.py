@@ -461,7 +461,8 @@ class _HTTPAnswers(t.Generic[C, R]):
         status = answer.status_code
         if status >= 500:
             return None
-        headers = [(name, value) for name, value in answer.headers if name.lower() not in _NOT_STORED]
+        # Headers yields its own (name, value) tuples: kept as they are.
+        headers = [item for item in answer.headers if item[0].lower() not in _NOT_STORED]
         body = answer.response
         # A body of one bytes object (jsonify, render_template, problem): itself, as get_data gives.
         if type(body) is list and len(body) == 1 and type(body[0]) is bytes:
