@@ -32,6 +32,9 @@ NOT_REGISTERED = (
 )
 
 _states: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
+# The app app_state() answered last, and its state (weakly, as _states holds them): one app per
+# process is the usual case, and this spares the weak dictionary's lookup on every request.
+_last: tuple[weakref.ref[Flask], weakref.ref[AppState]] | None = None
 
 
 class AppState:
@@ -98,9 +101,11 @@ def make_store(setting: t.Any) -> Store:
 
 def init_state(app: Flask) -> AppState:
     """Read ``app``'s configuration (filling in :data:`DEFAULTS`) and make its state."""
+    global _last
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
     state = _states[app] = AppState(app.config)
+    _last = None
     return state
 
 
@@ -109,9 +114,17 @@ def app_state(app: Flask | None = None) -> AppState:
 
     :raises RuntimeError: Flask-Commands is not registered on the app.
     """
+    global _last
     if app is None:
         app = t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+    last = _last
+    if last is not None and last[0]() is app:
+        state = last[1]()
+        if state is not None:
+            return state
     try:
-        return _states[app]
+        state = _states[app]
     except KeyError:
         raise RuntimeError(NOT_REGISTERED) from None
+    _last = (weakref.ref(app), weakref.ref(state))
+    return state

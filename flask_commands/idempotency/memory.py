@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import itertools
+import math
 import threading
 import time
 import typing as t
 
+from .store import _FINGERPRINT_MAX_LENGTH
+from .store import _KEY_MAX_LENGTH
+from .store import _OUTCOMES
 from .store import Acquired
 from .store import Claim
 from .store import LeaseLost
@@ -63,7 +67,15 @@ class MemoryStore:
 
         :raises ValueError: ``connection`` was given; memory cannot join a database transaction.
         """
-        _check_claim(key, fingerprint, lease)
+        if not (
+            type(key) is str
+            and 0 < len(key) <= _KEY_MAX_LENGTH
+            and type(fingerprint) is str
+            and 0 < len(fingerprint) <= _FINGERPRINT_MAX_LENGTH
+            and type(lease) is float
+            and 0.0 < lease < math.inf
+        ):
+            _check_claim(key, fingerprint, lease)  # the checks in full, and their messages
         if connection is not None:
             raise ValueError(
                 f"MemoryStore cannot claim inside the transaction of {connection!r}; claim without"
@@ -95,14 +107,17 @@ class MemoryStore:
         :raises LeaseLost: the claim is no longer ``token``'s.
         :raises ValueError: ``connection`` was given; memory cannot join a database transaction.
         """
-        _check_complete(outcome, ttl)
+        if not (type(ttl) is float and 0.0 < ttl < math.inf and outcome in _OUTCOMES):
+            _check_complete(outcome, ttl)  # the checks in full, and their messages
         if connection is not None:
             raise ValueError(
                 f"MemoryStore cannot write inside the transaction of {connection!r}; call complete()"
                 " without connection= after the handler commits, or use an SQLAlchemyStore."
             )
         with self._lock:
-            entry = self._running(key, token)
+            entry = self._entries.get(key)
+            if entry is None or entry.token != token or entry.outcome is not None:
+                entry = self._running(key, token)  # raises LeaseLost
             entry.outcome = outcome
             entry.response = response
             entry.expires_at = self._clock() + ttl
