@@ -70,7 +70,11 @@ class FieldErrors:
     ) -> list[str]:
         """``field_errors`` of a clone of ``template``, remembered by ``texts`` (short strings only)."""
         key = None
-        if type(texts) is list and all(type(text) is str and len(text) <= self.MEMO_TEXT for text in texts):
+        if type(texts) is list and (
+            # One text (the JSON case, and most form fields) without all()'s generator.
+            (len(texts) == 1 and type(texts[0]) is str and len(texts[0]) <= self.MEMO_TEXT)
+            or all(type(text) is str and len(text) <= self.MEMO_TEXT for text in texts)
+        ):
             # By identity: the templates live as long as the plan, and each entry keeps its
             # translations alive, so neither id is reused while its entry exists.
             key = (id(template), id(translations), *texts)
