@@ -68,7 +68,10 @@ class FieldErrors:
     def _messages(
         self, template: wtforms.Field, translations: t.Any, formdata: t.Any, texts: t.Any
     ) -> list[str]:
-        """``field_errors`` of a clone of ``template``, remembered by ``texts`` (short strings only)."""
+        """``field_errors`` of a clone of ``template``, remembered by ``texts`` (short strings only).
+
+        ``formdata`` ``None`` stands for ``Values(texts)``, made only when the memo has no entry.
+        """
         key = None
         if type(texts) is list and (
             # One text (the JSON case, and most form fields) without all()'s generator.
@@ -81,6 +84,8 @@ class FieldErrors:
             found = self._memo.get(key)
             if found is not None and found[0] is translations:
                 return list(found[1])
+        if formdata is None:
+            formdata = Values(texts)
         messages = field_errors(self._clone(template, translations), formdata, None)
         if key is not None:
             if len(self._memo) >= self.MEMO_SIZE:
@@ -135,10 +140,11 @@ class FieldErrors:
                     formdata = Values(texts)
                 outcome = FAIL
             elif json:
+                # formdata is made from texts below, only for a field the plan cannot pass.
+                formdata = None
                 value = data.get(name)
                 if value is None:
                     outcome = field.absent_json if field.static else field.missing_json()
-                    formdata = Values([])
                     texts = []
                 else:
                     try:
@@ -149,7 +155,6 @@ class FieldErrors:
                         errors[name] = [NOT_A_VALID_VALUE]
                         continue
                     outcome = field.text(text, text)
-                    formdata = Values([text])
                     texts = [text]
             else:
                 assert getlist is not None
