@@ -26,6 +26,10 @@ _TITLES: dict[int, str] = {
 }
 
 
+# One encoder for every problem: json.dumps with these options would make a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _title(status: int) -> str:
     title = _TITLES.get(status)
     if title is not None:
@@ -74,9 +78,13 @@ def problem(
         body["code"] = code
     if errors is not None:
         body["errors"] = {str(name): [str(m) for m in messages] for name, messages in errors.items()}
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    cls = flask.current_app.response_class if flask.has_app_context() else flask.Response
-    response = cls(text, status=status, mimetype=PROBLEM_JSON)
+    text = _encode(body)
+    try:
+        cls = flask.current_app.response_class
+    except RuntimeError:  # outside an app context
+        cls = flask.Response
+    # content_type, not mimetype: werkzeug adds no charset to application/problem+json anyway.
+    response = cls(text, status=status, content_type=PROBLEM_JSON)
     if headers:
         for name, value in headers.items():
             response.headers[name] = value

@@ -178,7 +178,7 @@ class _Responder(t.Generic[C, R]):
 
     def success(self, result: R, cmd: C) -> flask.Response:
         """The decorated function's return value for ``(result, cmd)``, made a response."""
-        return flask.make_response(self.spec.func(result, cmd, **self.view_args))
+        return _as_response(self.spec.func(result, cmd, **self.view_args))
 
     def invalid(self, error: CommandInvalid) -> flask.Response:
         """422: the form re-rendered with its errors, or problem+json with ``errors``."""
@@ -217,6 +217,15 @@ class _Responder(t.Generic[C, R]):
             form = command.Form(formdata=normalise_json(data, command_fields(command))[0])
         form.id.data = str(new_id())
         return form
+
+
+def _as_response(rv: ResponseReturnValue) -> flask.Response:
+    """``rv`` made a response as ``flask.make_response`` makes it; a response of the app's class as it is."""
+    # Typed, not t.cast: a cast is a function call on every request.
+    app: flask.Flask = flask.current_app._get_current_object()  # type: ignore[attr-defined]
+    if isinstance(rv, app.response_class):
+        return rv  # as app.make_response returns it, without its argument handling
+    return app.make_response(rv)
 
 
 def _conflict_form(form: wtforms.Form, error: Conflict) -> wtforms.Form:
@@ -466,8 +475,14 @@ def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Res
         if spec.trusted is not None:
             spec.trusted(**view_args)  # it may refuse the caller (403, 404) before anything is validated
         return _validate_field(spec, data, field, json_caller)
+    raw_key = environ.get(_idempotent.IDEMPOTENCY_KEY_ENVIRON)
+    if raw_key is None:
+        ident = data.get("id")
+        if not isinstance(ident, str) or not ident:
+            # No key (no header, no id to key on): the common JSON post, run without the store.
+            return _run_unkeyed(spec, view_args, data, json_caller)
     try:
-        header_key = _idempotent.header_key(environ.get(_idempotent.IDEMPOTENCY_KEY_ENVIRON))
+        header_key = _idempotent.header_key(raw_key)
     except _idempotent.BadKey as e:
         return problem(400, detail=str(e), code="invalid_idempotency_key")
     responder = _Responder(spec, view_args, data, json_caller)
@@ -491,6 +506,28 @@ def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Res
         )
     except CommandInvalid as e:
         return responder.invalid(e)
+
+
+def _run_unkeyed(
+    spec: CommandSpec[C, R], view_args: dict[str, t.Any], data: Body, json_caller: bool
+) -> flask.Response:
+    """Build and handle a command that has no idempotency key: what ``_idempotent.submit`` does
+    for ``key=None``, without its closures, ``Ran`` and responder, which the outcome rarely needs.
+    """
+    try:
+        if spec.trusted is not None:
+            cmd = spec.command.build(data, **spec.trusted(**view_args))
+        else:
+            cmd = spec.command.build(data)
+        try:
+            result = spec.handler(cmd)
+        except Conflict as e:
+            return _Responder(spec, view_args, data, json_caller).conflict(e)
+        except Rejected as e:
+            return _Responder(spec, view_args, data, json_caller).rejected(e)
+        return _as_response(spec.func(result, cmd, **view_args))
+    except CommandInvalid as e:
+        return _Responder(spec, view_args, data, json_caller).invalid(e)
 
 
 def _id_key(value: t.Any) -> str | None:

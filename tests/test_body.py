@@ -370,3 +370,36 @@ def test_utf8_form_post(client: flask.testing.FlaskClient) -> None:
     )
     assert response.status_code == 201
     assert ADDED[0].title == "café \U0001f600"
+
+
+# JSON around the object: decoded and worded as json.loads does
+
+
+def test_json_object_with_whitespace_around(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data=' \n{"title": "Milk"}\r\n ', content_type="application/json")
+    assert response.status_code == 201
+    assert response.json == {"title": "Milk", "order": None}
+
+
+def test_json_object_followed_by_another(client: flask.testing.FlaskClient) -> None:
+    body = '{"title": "a"} {"title": "b"}'
+    response = client.post("/api/todos", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json is not None
+    assert response.json["code"] == "malformed_json"
+    assert response.json["detail"] == "The request body is not valid JSON: Extra data at line 1 column 16."
+
+
+@pytest.mark.parametrize("body", [b" ", b"\t\r\n", b"\x0b\x0c "])
+def test_whitespace_json_body_is_an_empty_object(client: flask.testing.FlaskClient, body: bytes) -> None:
+    response = client.post("/api/todos", data=body, content_type="application/json")
+    assert response.status_code == 422
+    assert response.json is not None
+    assert response.json["errors"] == {"title": ["This field is required."]}
+
+
+def test_json_body_of_a_bom_alone(client: flask.testing.FlaskClient) -> None:
+    response = client.post("/api/todos", data=b"\xef\xbb\xbf", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json is not None
+    assert response.json["code"] == "malformed_json"

@@ -1148,3 +1148,62 @@ def test_conflict_without_current_state_shows_the_message_once(client: flask.tes
     assert response.text.count("A todo with that title exists.") == 1  # the page's flashes()
     assert "commands-conflict" not in response.text.replace("commands-flash-conflict", "")
     assert "autofocus" not in response.text
+
+
+# The unkeyed path (no Idempotency-Key, no id): the same outcomes as through the idempotency code
+
+
+class _AppResponse(flask.Response):
+    """An app's own response class, to tell its responses from werkzeug's."""
+
+
+def _unkeyed_app() -> flask.Flask:
+    import werkzeug
+
+    from flask_commands import CommandInvalid
+
+    app = flask.Flask(__name__)
+    app.response_class = _AppResponse
+    Commands(app)
+
+    @handler(Ranged)
+    def strict(cmd: Ranged) -> int:
+        if cmd.count == 5:
+            raise CommandInvalid({"count": ["Five is taken."]})
+        return cmd.count
+
+    @app.post("/plain")
+    @command_view(Ranged, strict)
+    def plain(result: int, cmd: Ranged) -> flask.typing.ResponseReturnValue:
+        return werkzeug.Response(f"{result}", status=201, headers={"X-Count": str(result)})
+
+    @app.post("/own")
+    @command_view(Ranged, strict)
+    def own(result: int, cmd: Ranged) -> flask.typing.ResponseReturnValue:
+        return _AppResponse(f"{result}", status=202)
+
+    return app
+
+
+def test_unkeyed_success_of_another_response_class_made_the_apps() -> None:
+    app = _unkeyed_app()
+    with app.test_request_context("/plain", method="POST", json={"count": 3}):
+        response = app.view_functions["plain"]()
+    assert type(response) is _AppResponse
+    assert (response.status_code, response.get_data(), response.headers["X-Count"]) == (201, b"3", "3")
+
+
+def test_unkeyed_success_of_the_apps_class_returned_as_is() -> None:
+    app = _unkeyed_app()
+    with app.test_request_context("/own", method="POST", json={"count": 3}):
+        response = app.view_functions["own"]()
+    assert type(response) is _AppResponse
+    assert (response.status_code, response.get_data()) == (202, b"3")
+
+
+def test_unkeyed_command_invalid_from_the_handler_is_a_422() -> None:
+    response = _unkeyed_app().test_client().post("/plain", json={"count": 5})
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert response.json is not None
+    assert (response.json["code"], response.json["errors"]) == ("invalid", {"count": ["Five is taken."]})

@@ -68,15 +68,24 @@ class FieldErrors:
     def _messages(
         self, template: wtforms.Field, translations: t.Any, formdata: t.Any, texts: t.Any
     ) -> list[str]:
-        """``field_errors`` of a clone of ``template``, remembered by ``texts`` (short strings only)."""
+        """``field_errors`` of a clone of ``template``, remembered by ``texts`` (short strings only).
+
+        ``formdata`` ``None`` stands for ``Values(texts)``, made only when the memo has no entry.
+        """
         key = None
-        if type(texts) is list and all(type(text) is str and len(text) <= self.MEMO_TEXT for text in texts):
+        if type(texts) is list and (
+            # One text (the JSON case, and most form fields) without all()'s generator.
+            (len(texts) == 1 and type(texts[0]) is str and len(texts[0]) <= self.MEMO_TEXT)
+            or all(type(text) is str and len(text) <= self.MEMO_TEXT for text in texts)
+        ):
             # By identity: the templates live as long as the plan, and each entry keeps its
             # translations alive, so neither id is reused while its entry exists.
             key = (id(template), id(translations), *texts)
             found = self._memo.get(key)
             if found is not None and found[0] is translations:
                 return list(found[1])
+        if formdata is None:
+            formdata = Values(texts)
         messages = field_errors(self._clone(template, translations), formdata, None)
         if key is not None:
             if len(self._memo) >= self.MEMO_SIZE:
@@ -131,10 +140,11 @@ class FieldErrors:
                     formdata = Values(texts)
                 outcome = FAIL
             elif json:
+                # formdata is made from texts below, only for a field the plan cannot pass.
+                formdata = None
                 value = data.get(name)
                 if value is None:
                     outcome = field.absent_json if field.static else field.missing_json()
-                    formdata = Values([])
                     texts = []
                 else:
                     try:
@@ -145,7 +155,6 @@ class FieldErrors:
                         errors[name] = [NOT_A_VALID_VALUE]
                         continue
                     outcome = field.text(text, text)
-                    formdata = Values([text])
                     texts = [text]
             else:
                 assert getlist is not None
