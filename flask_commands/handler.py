@@ -45,6 +45,9 @@ _DEPTH = "_commands_depth"
 _SESSION: contextvars.ContextVar[sqlalchemy.orm.Session | None] = contextvars.ContextVar(
     "_commands_session", default=None
 )
+# The unit of work of a handler without a transaction: nothing to begin or end. One shared,
+# stateless context manager costs a tenth of entering the generator-based _unit_of_work.
+_NO_TRANSACTION: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 class Handler(t.Generic[C, R]):
@@ -180,7 +183,8 @@ class Handler(t.Generic[C, R]):
         start = 0.0
         command: C | None = None
         try:
-            with self._unit_of_work() as session:
+            unit = _NO_TRANSACTION if self.transaction is None else self._unit_of_work()
+            with unit as session:
                 if claim is not None:
                     claim(session)
                 if built:
@@ -214,11 +218,12 @@ class Handler(t.Generic[C, R]):
 
     @contextlib.contextmanager
     def _unit_of_work(self) -> t.Iterator[t.Any]:
-        """Commit on success and roll back on any exception; nest as a savepoint inside another."""
+        """Commit on success and roll back on any exception; nest as a savepoint inside another.
+
+        Only for a handler with a transaction (``run`` enters ``_NO_TRANSACTION`` otherwise).
+        """
         transaction = self.transaction
-        if transaction is None:
-            yield None
-            return
+        assert transaction is not None
         if not hasattr(transaction, "begin_nested"):
             with transaction():
                 yield None
