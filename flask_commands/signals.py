@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import logging
 import typing as t
+import weakref
 
 from blinker import NamedSignal
 from blinker import Namespace
+
+try:  # blinker's bookkeeping, read by _send; without it, _send asks receivers_for()
+    from blinker._utilities import make_id
+    from blinker.base import ANY_ID
+except ImportError:  # pragma: no cover
+    make_id = ANY_ID = None  # type: ignore[assignment]
 
 _signals = Namespace()
 _log = logging.getLogger("flask_commands")
@@ -61,13 +68,33 @@ def _send(signal: NamedSignal, sender: t.Any, /, **kwargs: t.Any) -> None:
     # blinker lets a receiver's exception escape and skips the receivers after it; we call each
     # receiver ourselves so that a faulty metrics exporter cannot fail a command; so we also
     # honour blinker's muted() (documented for tests), which only send() checks.
-    if not signal.receivers or signal.is_muted:
+    receivers = signal.receivers
+    if not receivers or signal.is_muted:
         return
-    for receiver in signal.receivers_for(sender):
-        try:
-            receiver(sender, **kwargs)
-        except Exception:
-            _log.exception("A receiver of the %r signal raised; it was skipped.", signal.name)
+    by_sender = getattr(signal, "_by_sender", None)
+    if by_sender is None or make_id is None or (len(by_sender) > 1 and by_sender.get(make_id(sender))):
+        for receiver in signal.receivers_for(sender):  # some receivers listen to this sender only
+            _call(signal, receiver, sender, kwargs)
+        return
+    # Every receiver for this sender listens to any sender (instrument(), log_to()): read them from
+    # that one bucket, sparing the generator, the sender's id and the copy of the set that
+    # receivers_for() makes. Each is looked up when its turn comes, as blinker does: one that an
+    # earlier receiver disconnected is skipped.
+    for receiver_id in tuple(by_sender.get(ANY_ID, ())):
+        found: t.Any = receivers.get(receiver_id)
+        if isinstance(found, weakref.ref):
+            found = found()  # None once collected: its weakref callback disconnects it
+        if found is not None:
+            _call(signal, found, sender, kwargs)
+
+
+def _call(
+    signal: NamedSignal, receiver: t.Callable[..., t.Any], sender: t.Any, kwargs: dict[str, t.Any]
+) -> None:
+    try:
+        receiver(sender, **kwargs)
+    except Exception:
+        _log.exception("A receiver of the %r signal raised; it was skipped.", signal.name)
 
 
 def _describe(value: t.Any) -> str:
