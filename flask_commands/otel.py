@@ -95,10 +95,12 @@ _REFUSED_MISMATCH: dict[str, AttributeValue] = {
 
 @dataclasses.dataclass(slots=True)
 class _Run:
-    """A handler run in progress: its span and the context token that made the span current."""
+    """A handler run in progress: its span, the context it started in, and the token that made the
+    span current."""
 
     command: Command
     span: trace.Span
+    parent: otel_context.Context
     token: Token[otel_context.Context]
     outermost: bool
     transport: Transport
@@ -276,7 +278,7 @@ class _Instrumentation:
         parent = otel_context.get_current()
         span = self.tracer.start_span(_span_name(cls), parent, SpanKind.INTERNAL, attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
-        _runs.set((*stack, _Run(command, span, token, outermost, transport)))
+        _runs.set((*stack, _Run(command, span, parent, token, outermost, transport)))
 
     def _handle_finished(
         self,
@@ -336,7 +338,7 @@ class _Instrumentation:
                 point[ERROR_TYPE] = error_type
             if len(self._points) < _MAX_POINTS:
                 self._points[key] = point
-        self.duration.record(duration, point)
+        self.duration.record(duration, point, run.parent)  # the current context again
         if run.transport == "job" and run.outermost:
             job = _job.get()
             if job is not None:
@@ -640,6 +642,9 @@ def _record_fault(span: trace.Span, exception: BaseException) -> None:
 def _pop(command: Command) -> _Run | None:
     """Take the run of ``command`` off the stack, ending runs left open above it (a BaseException)."""
     stack = _runs.get()
+    if stack and stack[-1].command is command:  # the run on top: the usual case
+        _runs.set(stack[:-1])
+        return stack[-1]
     for index in range(len(stack) - 1, -1, -1):
         if stack[index].command is command:
             for orphan in reversed(stack[index + 1 :]):

@@ -85,7 +85,10 @@ def _send(signal: NamedSignal, sender: t.Any, /, **kwargs: t.Any) -> None:
         if isinstance(found, weakref.ref):
             found = found()  # None once collected: its weakref callback disconnects it
         if found is not None:
-            _call(signal, found, sender, kwargs)
+            try:
+                found(sender, **kwargs)
+            except Exception:
+                _log.exception("A receiver of the %r signal raised; it was skipped.", signal.name)
 
 
 def _call(
