@@ -76,6 +76,10 @@ _CELERY_INSTRUMENTATION = "opentelemetry.instrumentation.celery"
 _IN_PROGRESS = "in_progress"
 _KEY_REUSED = "idempotency_key_reused"
 _REJECT = "celery.exceptions.Reject"
+# The attributes a handler's span gains when it returns.
+_OK: t.Mapping[str, AttributeValue] = {OUTCOME: "ok"}
+# The most kinds of duration points kept for reuse (a fault's error.type is open-ended).
+_MAX_POINTS = 1024
 # What a refusal by the idempotency store (the key_refused signal) says, by its reason.
 _REFUSED_IN_PROGRESS: dict[str, AttributeValue] = {
     OUTCOME: "conflict",
@@ -91,10 +95,12 @@ _REFUSED_MISMATCH: dict[str, AttributeValue] = {
 
 @dataclasses.dataclass(slots=True)
 class _Run:
-    """A handler run in progress: its span and the context token that made the span current."""
+    """A handler run in progress: its span, the context it started in, and the token that made the
+    span current."""
 
     command: Command
     span: trace.Span
+    parent: otel_context.Context
     token: Token[otel_context.Context]
     outermost: bool
     transport: Transport
@@ -184,6 +190,8 @@ class _Instrumentation:
             (signals.key_refused, self._key_refused),
         ]
         self._celery: list[tuple[t.Any, t.Callable[..., None]]] = []
+        # The duration histogram's attributes, by (command class, outcome, transport, error.type).
+        self._points: dict[tuple[t.Any, ...], dict[str, AttributeValue]] = {}
 
     def connect(self) -> None:
         for signal, receiver in self._blinker:
@@ -238,30 +246,39 @@ class _Instrumentation:
         self.duration.record(duration, attributes)
 
     def _handle_started(self, sender: Handler[t.Any, t.Any], *, command: Command, **kwargs: t.Any) -> None:
+        # This and _finish run on every command: they make the fewest SDK calls a span and a point
+        # need, and look each context up once (the SDK would look the current one up 3 times).
         job = _job.get()
         stack = _runs.get()
-        # The request's environ is read once: each read of flask.request costs a context lookup.
-        environ = flask.request.environ if job is None and flask.has_request_context() else None
-        transport: Transport = "job" if job is not None else "cli" if environ is None else _http(environ)
+        outermost = not stack
+        cls = type(command)
+        if job is not None:
+            transport: Transport = "job"
+        elif flask.has_request_context():
+            # The request's environ is read once: each read of flask.request costs a context lookup.
+            environ = flask.request.environ
+            transport = _http(environ)
+            keyed = outermost and _keyed_request(environ)
+        else:
+            transport = "cli"
+            keyed = outermost and _keyed_cli_run()
         attributes: dict[str, AttributeValue] = {
             CODE_FUNCTION_NAME: _function_name(sender),
-            COMMAND_NAME: type(command).__name__,
+            COMMAND_NAME: cls.__name__,
             COMMAND_ID: str(command.id),
             TRANSPORT: transport,
         }
-        outermost = not stack
-        if outermost:
-            if job is not None:
+        if job is not None:
+            if outermost:
                 attributes[ATTEMPT] = job.attempt
                 attributes[IDEMPOTENCY_RESULT] = "miss"  # the worker always runs under the store
                 self._annotate_job(job, attributes)
-            elif _keyed_request(environ) if environ is not None else _keyed_cli_run():
-                attributes[IDEMPOTENCY_RESULT] = "miss"
-        span = self.tracer.start_span(
-            _span_name(type(command)), kind=SpanKind.INTERNAL, attributes=attributes
-        )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        _runs.set((*stack, _Run(command, span, token, outermost, transport)))
+        elif keyed:
+            attributes[IDEMPOTENCY_RESULT] = "miss"
+        parent = otel_context.get_current()
+        span = self.tracer.start_span(_span_name(cls), parent, SpanKind.INTERNAL, attributes)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        _runs.set((*stack, _Run(command, span, parent, token, outermost, transport)))
 
     def _handle_finished(
         self,
@@ -272,14 +289,16 @@ class _Instrumentation:
         **kwargs: t.Any,
     ) -> None:
         refusal = kwargs.get("conflict") or kwargs.get("rejected")
-        outcome: Outcome = (
-            "ok" if refusal is None else "conflict" if isinstance(refusal, Conflict) else "rejected"
-        )
-        finished: dict[str, AttributeValue] = {OUTCOME: outcome}
+        if refusal is None:
+            self._finish(command, duration, _OK, None)
+            return
+        finished: dict[str, AttributeValue] = {
+            OUTCOME: "conflict" if isinstance(refusal, Conflict) else "rejected"
+        }
         code = getattr(refusal, "code", None)
         if isinstance(code, str):
             finished[CODE] = code
-        self._finish(sender, command, duration, finished, None)
+        self._finish(command, duration, finished, None)
 
     def _handle_failed(
         self,
@@ -290,16 +309,13 @@ class _Instrumentation:
         duration: float = 0.0,
         **kwargs: t.Any,
     ) -> None:
-        self._finish(
-            sender, command, duration, {OUTCOME: "error", ERROR_TYPE: _error_type(exception)}, exception
-        )
+        self._finish(command, duration, {OUTCOME: "error", ERROR_TYPE: _error_type(exception)}, exception)
 
     def _finish(
         self,
-        sender: Handler[t.Any, t.Any],
         command: Command,
         duration: float,
-        finished: dict[str, AttributeValue],
+        finished: t.Mapping[str, AttributeValue],
         exception: BaseException | None,
     ) -> None:
         run = _pop(command)
@@ -311,17 +327,22 @@ class _Instrumentation:
             _record_fault(span, exception)
         otel_context.detach(run.token)
         span.end()
-        point: dict[str, AttributeValue] = {
-            COMMAND_NAME: type(command).__name__,
-            OUTCOME: finished[OUTCOME],
-            TRANSPORT: run.transport,
-        }
-        if ERROR_TYPE in finished:
-            point[ERROR_TYPE] = finished[ERROR_TYPE]
-        self.duration.record(duration, point)
-        job = _job.get() if run.transport == "job" else None
-        if job is not None and run.outermost:
-            self._annotate_job(job, finished, exception)
+        # One attributes dict per kind of point, reused: the SDK copies it.
+        outcome = finished[OUTCOME]
+        error_type = finished.get(ERROR_TYPE)
+        key = (type(command), outcome, run.transport, error_type)
+        point = self._points.get(key)
+        if point is None:
+            point = {COMMAND_NAME: type(command).__name__, OUTCOME: outcome, TRANSPORT: run.transport}
+            if error_type is not None:
+                point[ERROR_TYPE] = error_type
+            if len(self._points) < _MAX_POINTS:
+                self._points[key] = point
+        self.duration.record(duration, point, run.parent)  # the current context again
+        if run.transport == "job" and run.outermost:
+            job = _job.get()
+            if job is not None:
+                self._annotate_job(job, finished, exception)
 
     def _replayed(self, sender: Handler[t.Any, t.Any], *, command: Command | None, **kwargs: t.Any) -> None:
         # Never the key (kwargs["key"]): it is a bearer token for the stored response. Over HTTP a
@@ -569,10 +590,15 @@ def _transport(job: _Job | None = None) -> Transport:
 def _http(environ: dict[str, t.Any]) -> Transport:
     """How a request's command arrived: a form post (htmx or not), else JSON."""
     # The WSGI environ rather than request.mimetype and headers: this runs on every command.
-    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-    if mimetype in _FORM_TYPES:
+    if _is_form(environ.get("CONTENT_TYPE", "")):
         return "htmx" if environ.get("HTTP_HX_REQUEST") == "true" else "html"
     return "json"
+
+
+@functools.lru_cache(maxsize=64)
+def _is_form(content_type: str) -> bool:
+    """Whether a ``Content-Type`` header is a form post's (a client sends the same few)."""
+    return content_type.partition(";")[0].strip().lower() in _FORM_TYPES
 
 
 def _keyed_request(environ: dict[str, t.Any]) -> bool:
@@ -616,6 +642,9 @@ def _record_fault(span: trace.Span, exception: BaseException) -> None:
 def _pop(command: Command) -> _Run | None:
     """Take the run of ``command`` off the stack, ending runs left open above it (a BaseException)."""
     stack = _runs.get()
+    if stack and stack[-1].command is command:  # the run on top: the usual case
+        _runs.set(stack[:-1])
+        return stack[-1]
     for index in range(len(stack) - 1, -1, -1):
         if stack[index].command is command:
             for orphan in reversed(stack[index + 1 :]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import typing as t
@@ -365,6 +366,93 @@ def test_send_no_receivers_returns_early(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(signals.build_started, "receivers", {})
     monkeypatch.setattr(signals.build_started, "receivers_for", receivers_for)
     signals._send(signals.build_started, AddTodo, data={})
+
+
+def test_send_reaches_the_receivers_blinker_would() -> None:
+    # _send calls each receiver itself (to log and skip one that raises); whatever the
+    # connections, it must call those blinker's own send() calls.
+    class Other(Command):
+        title: str
+
+    signal = NamedSignal("test-dispatch")
+    called: list[str] = []
+
+    def receiver(name: str) -> t.Callable[..., None]:
+        def receive(sender: t.Any, **kwargs: t.Any) -> None:
+            called.append(name)
+
+        return receive
+
+    def both(sender: t.Any) -> tuple[list[str], list[str]]:
+        del called[:]
+        signals._send(signal, sender)
+        ours = sorted(called)
+        del called[:]
+        signal.send(sender)
+        return ours, sorted(called)
+
+    any_sender, only_add, only_other = receiver("any"), receiver("add"), receiver("other")
+    assert both(AddTodo) == ([], [])
+    signal.connect(any_sender, weak=False)
+    assert both(AddTodo) == (["any"], ["any"])
+    signal.connect(only_add, sender=AddTodo, weak=False)
+    assert both(AddTodo) == (["add", "any"], ["add", "any"])
+    assert both(Other) == (["any"], ["any"])
+    signal.connect(only_other, sender=Other, weak=False)
+    signal.disconnect(only_add)  # leaves AddTodo's bucket empty
+    assert both(AddTodo) == (["any"], ["any"])
+    assert both(Other) == (["any", "other"], ["any", "other"])
+    signal.disconnect(any_sender)
+    assert both(AddTodo) == ([], [])
+    assert both(Other) == (["other"], ["other"])
+
+
+def test_send_skips_collected_weak_receiver() -> None:
+    signal = NamedSignal("test-weak")
+    called: list[str] = []
+
+    class Receiver:
+        def __call__(self, sender: t.Any, **kwargs: t.Any) -> None:
+            called.append("weak")
+
+    receiver = Receiver()
+    signal.connect(receiver)  # weakly
+    signals._send(signal, AddTodo)
+    assert called == ["weak"]
+    del receiver
+    gc.collect()
+    signals._send(signal, AddTodo)
+    assert called == ["weak"]
+    assert not signal.receivers
+
+
+def test_send_receiver_disconnects_another() -> None:
+    # A receiver that changes the signal's connections does not break the send in progress, and
+    # one it disconnected is not called, as with blinker's send().
+    signal = NamedSignal("test-disconnect")
+    called: list[str] = []
+
+    def receiver(name: str) -> t.Callable[..., None]:
+        def receive(sender: t.Any, **kwargs: t.Any) -> None:
+            called.append(name)
+            signal.disconnect(first)
+            signal.disconnect(second)
+            signal.connect(third, weak=False)
+
+        return receive
+
+    first, second = receiver("first"), receiver("second")
+
+    def third(sender: t.Any, **kwargs: t.Any) -> None:
+        called.append("third")
+
+    signal.connect(first, weak=False)
+    signal.connect(second, weak=False)
+    signals._send(signal, AddTodo)
+    assert called in (["first"], ["second"])  # whichever ran first disconnected the other
+    del called[:]
+    signals._send(signal, AddTodo)
+    assert called == ["third"]
 
 
 # log_to().
