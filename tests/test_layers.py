@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import typing as t
 
 import pytest
 
@@ -331,51 +332,54 @@ def test_layers_type_checking_ignored() -> None:
     assert sorted(n.module or "" for n in imports) == ["extension", "forms"]
 
 
-def test_layers_private_call_caught(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = (
+FakeModule = t.Callable[[str], str]
+
+
+@pytest.fixture
+def fake_module(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> FakeModule:
+    """Registers a source text as the package module ``flask_commands.fake``; returns that name."""
+
+    def register(source: str) -> str:
+        path = tmp_path / "fake.py"
+        path.write_text(source)
+        monkeypatch.setitem(MODULES, "flask_commands.fake", path)
+        return "flask_commands.fake"
+
+    return register
+
+
+def test_layers_private_call_caught(fake_module: FakeModule, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = fake_module(
         "from . import signals\n"
         "def f(ext, sig):\n"
         "    ext._state()\n"
         "    signals._send(sig, None)\n"
         "    signals._other()\n"
     )
-    path = tmp_path / "fake.py"
-    path.write_text(source)
-    monkeypatch.setitem(MODULES, "flask_commands.fake", path)
     monkeypatch.setitem(PRIVATE_METHODS, "_state", {"flask_commands.extension"})
-    assert _private_calls("flask_commands.fake") == [
+    assert _private_calls(module) == [
         "line 3: ._state() of flask_commands.extension",
         "line 5: signals._other() of flask_commands.signals",
     ]
 
 
-def test_layers_type_only_private_import_caught(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = (
+def test_layers_type_only_private_import_caught(fake_module: FakeModule) -> None:
+    module = fake_module(
         "import typing as t\n"
         "if t.TYPE_CHECKING:\n"
         "    from .extension import _AppState\n"
         "    from .handler import Handler\n"
     )
-    path = tmp_path / "fake.py"
-    path.write_text(source)
-    monkeypatch.setitem(MODULES, "flask_commands.fake", path)
-    assert _type_only_private_imports("flask_commands.fake") == [
-        "line 3: _AppState from flask_commands.extension"
-    ]
+    assert _type_only_private_imports(module) == ["line 3: _AppState from flask_commands.extension"]
 
 
-def test_layers_private_read_caught(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = (
+def test_layers_private_read_caught(fake_module: FakeModule, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = fake_module(
         "class Mine:\n"
         "    def __init__(self):\n"
         "        self._own = 1\n"
         "def f(cmd, mine):\n"
         "    return cmd._fields, mine._own, cmd.public\n"
     )
-    path = tmp_path / "fake.py"
-    path.write_text(source)
-    monkeypatch.setitem(MODULES, "flask_commands.fake", path)
-    monkeypatch.setitem(PRIVATE_ATTRIBUTES, "_own", {"flask_commands.fake"})
-    assert _private_reads("flask_commands.fake") == ["line 5: ._fields of flask_commands.command"]
+    monkeypatch.setitem(PRIVATE_ATTRIBUTES, "_own", {module})
+    assert _private_reads(module) == ["line 5: ._fields of flask_commands.command"]
