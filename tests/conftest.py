@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import pathlib
 import socket
+import subprocess
+import sys
+import textwrap
 import typing as t
 
 import flask
@@ -129,3 +132,23 @@ def db(app: flask.Flask, app_ctx: flask.ctx.AppContext) -> t.Iterator[SQLAlchemy
     yield db
     db.session.remove()
     db.engine.dispose()
+
+
+@pytest.fixture
+def fresh_python() -> t.Callable[..., str]:
+    """Runs a script in a new interpreter (for what this process has already imported or set up
+    globally) and returns its output; the script must exit 0, or the test fails with its stderr."""
+
+    def run(script: str, *, timeout: float = 60, cwd: pathlib.Path | None = None) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=cwd,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    return run

@@ -7,8 +7,6 @@ import gc
 import json
 import pathlib
 import re
-import subprocess
-import sys
 import textwrap
 import typing as t
 import weakref
@@ -301,29 +299,27 @@ LAZY = [
 ]
 
 
-def _loaded_after(code: str) -> list[str]:
-    """Run ``code`` in a fresh interpreter; return which of :data:`LAZY` it left in ``sys.modules``."""
-    script = textwrap.dedent(code) + textwrap.dedent(
-        f"""
-        import json, sys
-        lazy = {LAZY!r}
-        print(json.dumps(sorted(name for name in lazy if name in sys.modules)))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    loaded: list[str] = json.loads(done.stdout)
-    return loaded
+@pytest.fixture
+def loaded_after(fresh_python: t.Callable[..., str]) -> t.Callable[[str], list[str]]:
+    """Runs code in a fresh interpreter; returns which of :data:`LAZY` it left in ``sys.modules``."""
+
+    def run(code: str) -> list[str]:
+        report = f"""
+import json, sys
+print(json.dumps(sorted(name for name in {LAZY!r} if name in sys.modules)))
+"""
+        loaded: list[str] = json.loads(fresh_python(textwrap.dedent(code) + report))
+        return loaded
+
+    return run
 
 
-def test_import_loads_nothing_optional() -> None:
-    assert _loaded_after("import flask_commands") == []
+def test_import_loads_nothing_optional(loaded_after: t.Callable[[str], list[str]]) -> None:
+    assert loaded_after("import flask_commands") == []
 
 
-def test_import_sqlalchemy_store_on_first_access() -> None:
-    loaded = _loaded_after(
+def test_import_sqlalchemy_store_on_first_access(loaded_after: t.Callable[[str], list[str]]) -> None:
+    loaded = loaded_after(
         """
         import flask_commands
         from flask_commands import SQLAlchemyStore
@@ -341,9 +337,9 @@ def test_import_unknown_name() -> None:
     assert exc_info.value.args == ("module 'flask_commands' has no attribute 'SQLAlchemyStor'",)
 
 
-def test_memory_store_app_loads_no_database_module() -> None:
+def test_memory_store_app_loads_no_database_module(loaded_after: t.Callable[[str], list[str]]) -> None:
     """An app on the memory store handles a keyed JSON post without the SQL store or the outbox."""
-    loaded = _loaded_after(
+    loaded = loaded_after(
         """
         import flask
         from flask_commands import Command, Commands, command_view, handler

@@ -13,7 +13,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import typing as t
 import uuid
@@ -399,8 +398,10 @@ def test_otel_transport_plain_call(telemetry: Telemetry) -> None:
 
 
 def test_otel_cli_run_is_a_miss(telemetry: Telemetry) -> None:
-    result = make_app().test_cli_runner().invoke(
-        args=["commands", "run", "OtelInner", "--data", '{"title": "milk"}']
+    result = (
+        make_app()
+        .test_cli_runner()
+        .invoke(args=["commands", "run", "OtelInner", "--data", '{"title": "milk"}'])
     )
     assert result.exit_code == 0, result.output
     assert telemetry.span("handle OtelInner").attributes["flask_commands.idempotency.result"] == "miss"  # type: ignore[index]
@@ -473,9 +474,9 @@ def test_otel_config_instruments() -> None:
     assert len(signals.handle_started.receivers) == before
 
 
-def test_otel_not_imported_without_it(tmp_path: t.Any) -> None:
+def test_otel_not_imported_without_it(fresh_python: t.Callable[..., str]) -> None:
     # A fresh interpreter: the suite itself has imported OpenTelemetry.
-    script = textwrap.dedent(
+    output = fresh_python(
         """
         import sys
         import flask
@@ -503,11 +504,7 @@ def test_otel_not_imported_without_it(tmp_path: t.Any) -> None:
         print(repr((loaded, receivers)))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "([], [])"
+    assert output.strip() == "([], [])"
 
 
 # Jobs, run by a Celery worker in a thread of this process on Celery's in-memory broker.
@@ -934,9 +931,11 @@ def test_otel_job_on_redis_worker_shares_the_request_trace(
 # The demo.
 
 
-def test_otel_demo_metrics_only_when_asked(tmp_path: pathlib.Path) -> None:
+def test_otel_demo_metrics_only_when_asked(
+    tmp_path: pathlib.Path, fresh_python: t.Callable[..., str]
+) -> None:
     # A fresh interpreter: the demo sets the process's global providers.
-    script = textwrap.dedent(
+    output = fresh_python(
         f"""
         import sys
         from demo_app import create_app
@@ -957,14 +956,11 @@ def test_otel_demo_metrics_only_when_asked(tmp_path: pathlib.Path) -> None:
         metrics = observed.get("/metrics")
         assert metrics.status_code == 200
         print(metrics.get_data(as_text=True))
-        """
+        """,
+        timeout=120,
+        cwd=pathlib.Path(__file__).parent.parent,
     )
-    root = pathlib.Path(__file__).parent.parent
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False, cwd=root
-    )
-    assert done.returncode == 0, done.stderr
     assert (
         'flask_commands_command_duration_seconds_count{flask_commands_command_name="AddTodo",'
         'flask_commands_outcome="ok",flask_commands_transport="json"'
-    ) in done.stdout
+    ) in output
