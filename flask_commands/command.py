@@ -11,6 +11,8 @@ import sys
 import time
 import typing as t
 import uuid
+from collections import deque
+from itertools import repeat
 
 import wtforms
 from werkzeug.datastructures import MultiDict
@@ -39,8 +41,10 @@ class _IdPool:
     """Random (version 4) UUIDs made in batches from ``os.urandom``: a fifth of ``uuid.uuid4()``'s cost.
 
     Lock-free and safe without the GIL: each id is made once and handed out by ``list.pop``, which
-    is atomic (also on free-threaded Python); threads that refill at once each make their own
+    is atomic (also on free-threaded Python); threads that refill at once each add their own
     batch. A forked child drops the parent's batch, so the two never hand out the same ids.
+    ``_ids`` stays the same list (refilled and emptied in place), so ``build`` pops from it
+    without a call.
     """
 
     _BATCH = 256
@@ -50,33 +54,43 @@ class _IdPool:
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
-        self._ids = []
+        self._ids.clear()
 
     def next(self) -> uuid.UUID:
         try:
             return self._ids.pop()
         except IndexError:
-            return self._refill()
+            return self.refill()
 
-    def _refill(self) -> uuid.UUID:
-        raw = os.urandom(16 * self._BATCH)
-        from_bytes = int.from_bytes
-        make = _fastpath.uuid_from_int
-        # Version 4 and the RFC 4122 variant, set exactly as uuid.UUID(bytes=..., version=4) does.
-        ids = [
-            make((from_bytes(raw[i : i + 16]) & _CLEAR_VERSION_AND_VARIANT) | _VERSION_4_RFC_4122)
-            for i in range(0, len(raw), 16)
-        ]
+    def refill(self) -> uuid.UUID:
+        """Make a batch of ids, keep all but one, and return that one."""
+        batch = self._BATCH
+        raw = bytearray(os.urandom(16 * batch))
+        # Version 4 and the RFC 4122 variant, set exactly as uuid.UUID(bytes=..., version=4) does:
+        # on the bytes, each of a batch's 7th and 9th bytes mapped at once.
+        raw[6::16] = raw[6::16].translate(_VERSION_4)
+        raw[8::16] = raw[8::16].translate(_RFC_4122)
+        data = bytes(raw)
+        # Every step a C loop (map), none a Python one: the two slots uuid.UUID.__init__ sets.
+        ids = list(map(_new_object, repeat(uuid.UUID, batch)))
+        slices = _SLICES if batch == len(_SLICES) else [slice(i, i + 16) for i in range(0, 16 * batch, 16)]
+        numbers = map(int.from_bytes, map(data.__getitem__, slices))
+        deque(map(_fastpath.SET_UUID_INT, ids, numbers), 0)
+        deque(map(_fastpath.SET_UUID_SAFE, ids, repeat(uuid.SafeUUID.unknown, batch)), 0)
         ident = ids.pop()
-        self._ids = ids
+        self._ids.extend(ids)
         return ident
 
 
-_CLEAR_VERSION_AND_VARIANT = ~((0xC000 << 48) | (0xF000 << 64))
-_VERSION_4_RFC_4122 = (0x8000 << 48) | (4 << 76)
+# Byte tables for bytes.translate: the version nibble set to 4, the variant bits to 10.
+_VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
+_RFC_4122 = bytes((byte & 0x3F) | 0x80 for byte in range(256))
+_SLICES = [slice(start, start + 16) for start in range(0, 16 * _IdPool._BATCH, 16)]
+_new_object = object.__new__
 _ids = _IdPool()
+_pop_id = _ids._ids.pop
+_refill_ids = _ids.refill
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-_next_id = _ids.next
 _build_started = signals.build_started
 _build_finished = signals.build_finished
 
@@ -203,7 +217,10 @@ class Command(metaclass=_CommandMeta):
         # else (invalid or unusual input) the real form below decides and words every error.
         if plan is not None and (fast := plan(data)) is not None:
             if fast["id"] is None:
-                fast["id"] = _next_id()
+                try:  # _ids.next() without its call
+                    fast["id"] = _pop_id()
+                except IndexError:
+                    fast["id"] = _refill_ids()
             fast["issued_at"] = _now(_UTC)
             if trusted:
                 fast.update(trusted)

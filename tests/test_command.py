@@ -1169,6 +1169,20 @@ def test_new_id_fork_child_drops_batch() -> None:
     assert pool.next().version == 4
 
 
+def test_build_ids_come_from_the_pool_a_fork_empties() -> None:
+    """build pops ids from the pool's own list: one a forked child empties (never a stale copy)."""
+    from flask_commands import command as module
+
+    module.new_id()  # the pool holds a batch
+    parents = set(module._ids._ids)
+    assert parents
+    module._ids._reset()  # what os.register_at_fork runs in a child
+    made = [AddTodo.build({"title": "Milk"}, actor_id=7).id for _ in range(3)]
+    assert not parents.intersection(made)
+    assert all(ident.version == 4 for ident in made)
+    assert module._ids._ids  # build refilled the pool's list
+
+
 def test_from_dict_valid_builds_no_form(monkeypatch: pytest.MonkeyPatch) -> None:
     command = AddTodo(title="Milk", order=2, actor_id=7)
     d = command.to_dict()

@@ -32,10 +32,12 @@ from .codegen import generate
 from .codegen import maker
 from .errors import FieldErrors
 from .errors import field_errors as field_errors
+from .model import SET_UUID_INT as SET_UUID_INT
+from .model import SET_UUID_SAFE as SET_UUID_SAFE
 from .model import compile_field
 from .model import uuid_from_int as uuid_from_int
 
-__all__ = ["Plan", "compile_plan", "field_errors", "uuid_from_int"]
+__all__ = ["SET_UUID_INT", "SET_UUID_SAFE", "Plan", "compile_plan", "field_errors", "uuid_from_int"]
 
 #: The ``Meta`` settings a command may declare and the plan still models: they change only the
 #: language of the messages, which come from WTForms' own fields (cloned, see FieldErrors).

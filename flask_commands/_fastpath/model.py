@@ -75,8 +75,8 @@ _MATCHERS = (re.match, re.search, re.fullmatch)
 
 new_object = object.__new__
 # uuid.UUID's two slots, set through their descriptors: cheaper than object.__setattr__ by name.
-_set_int = uuid.UUID.__dict__["int"].__set__
-_set_is_safe = uuid.UUID.__dict__["is_safe"].__set__
+SET_UUID_INT: t.Final = uuid.UUID.__dict__["int"].__set__
+SET_UUID_SAFE: t.Final = uuid.UUID.__dict__["is_safe"].__set__
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown  # an enum attribute lookup costs as much as a call
 
 
@@ -101,8 +101,8 @@ def uuid_from_int(number: int) -> uuid.UUID:
     """``uuid.UUID(int=number)`` for a 128-bit ``number``, at a third of its cost."""
     # The two slots uuid.UUID.__init__ sets.
     value = new_object(uuid.UUID)
-    _set_int(value, number)
-    _set_is_safe(value, _SAFE_UNKNOWN)
+    SET_UUID_INT(value, number)
+    SET_UUID_SAFE(value, _SAFE_UNKNOWN)
     return value
 
 
@@ -454,6 +454,8 @@ class CompiledField:
         self.text: t.Callable[[str, str], t.Any] = _no_text
         #: Whether a JSON number still has checks to pass (else it is the value as it is).
         self.number_checked = True
+        #: Whether a date field parses the default "%Y-%m-%d" alone (see _date_process).
+        self.iso_date = False
         self.models = models
         self.checks = tuple(model.check for model in models)
         self.process = process
@@ -636,7 +638,9 @@ def compile_field(info: FieldInfo, unbound: t.Any, meta: DefaultMeta) -> Compile
         return None
     if not callable(form_default) and _processed_default(kind, form_default) is FAIL:
         return None
-    return CompiledField(info, tuple(models), process, false_values, choice_texts, form_default, bound)
+    compiled = CompiledField(info, tuple(models), process, false_values, choice_texts, form_default, bound)
+    compiled.iso_date = kind == "date" and list(bound.strptime_format) == _DATE_FORMATS
+    return compiled
 
 
 def _choice_texts(choices: t.Any) -> frozenset[str] | None:
