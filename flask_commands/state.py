@@ -116,7 +116,9 @@ def app_state(app: Flask | None = None) -> AppState:
     """
     global _last
     if app is None:
-        app = t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+        # Typed, not t.cast: a cast is a function call on every request.
+        current: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = current
     last = _last
     if last is not None and last[0]() is app:
         state = last[1]()
