@@ -13,6 +13,7 @@ from wtforms import validators as v
 from flask_commands import Command
 from flask_commands import Commands
 from flask_commands import Conflict
+from flask_commands import Rejected
 from flask_commands import command_view
 from flask_commands import field
 from flask_commands import handler
@@ -367,7 +368,6 @@ def test_command_fingerprint_plain_and_rich_values() -> None:
 def test_stored_refusal_is_the_live_problem() -> None:
     import json
 
-    from flask_commands import Rejected
     from flask_commands._idempotent import scoped_key
     from flask_commands.problem import problem
     from flask_commands.state import app_state
@@ -394,3 +394,60 @@ def test_stored_refusal_is_the_live_problem() -> None:
     assert record.response is not None
     assert json.loads(record.response.body) == live.json
     assert json.loads(record.response.body)["title"] == "Unprocessable Content"
+
+
+class Shout(Command):
+    text: str = field(validators=[v.InputRequired()])
+
+
+@handler(Shout)
+def shout(cmd: Shout) -> str:
+    RUNS.append(cmd.text)
+    if cmd.text == "no":
+        raise Rejected("Not allowed.", code="not_allowed")
+    return cmd.text
+
+
+def _shout_app(store: t.Any) -> flask.Flask:
+    """A JSON-only view of a handler without a transaction: the keyed straight-line path."""
+    app = flask.Flask(__name__)
+    app.config.update(SECRET_KEY="test", COMMANDS_IDEMPOTENCY_STORE=store)
+    Commands(app)
+
+    @app.post("/shout")
+    @command_view(Shout, shout)
+    def view(result: str, cmd: Shout) -> t.Any:
+        if result == "boom":
+            raise RuntimeError("the response failed")
+        return {"text": result}, 201
+
+    return app
+
+
+def test_json_rejection_stored_and_replayed_with_its_outcome() -> None:
+    store = MemoryStore()
+    client = _shout_app(store).test_client()
+    first = client.post("/shout", json={"text": "no"}, headers=KEY)
+    second = client.post("/shout", json={"text": "no"}, headers=KEY)
+    assert (first.status_code, second.status_code) == (422, 422)
+    assert first.json is not None
+    assert first.json["code"] == "not_allowed"
+    assert second.get_data() == first.get_data()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert RUNS == ["no"]
+    ((_key, entry),) = store._entries.items()
+    assert entry.outcome == "rejected"
+
+
+def test_json_response_failure_after_the_handler_keeps_the_key_done() -> None:
+    store = MemoryStore()
+    app = _shout_app(store)
+    app.testing = False  # the response's fault becomes Flask's 500
+    client = app.test_client()
+    first = client.post("/shout", json={"text": "boom"}, headers=KEY)
+    second = client.post("/shout", json={"text": "boom"}, headers=KEY)
+    assert first.status_code == 500
+    assert second.status_code == 409
+    assert second.json is not None
+    assert second.json["code"] == "already_handled"
+    assert RUNS == ["boom"]  # the handler's work is done: never run again
