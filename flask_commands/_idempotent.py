@@ -96,7 +96,8 @@ def header_key(header: str | None) -> str | None:
     if header is None:
         return None
     value = header.strip()
-    match = _SF_STRING.fullmatch(value)
+    # Only a value in quotes can be an sf-string: a bare token (the usual case) skips that match.
+    match = _SF_STRING.fullmatch(value) if value[:1] == '"' else None
     if match is not None:
         key = re.sub(r'\\(["\\])', r"\1", match.group(1))
     elif _TOKEN.fullmatch(value):
