@@ -505,7 +505,7 @@ class _HTTPAnswers(t.Generic[C, R]):
 def submit(
     handler: Handler[C, R],
     build: t.Callable[[], C],
-    key: str | None,
+    key: str,
     *,
     fingerprint: t.Callable[[], str],
     respond: t.Callable[[Ran[C, R]], Response],
@@ -524,8 +524,6 @@ def submit(
     :param wait: wait up to ``COMMANDS_IDEMPOTENCY_WAIT`` for a running duplicate (HTML form
         posts), instead of answering 409 at once (JSON).
     """
-    if key is None:
-        return respond(_call(handler, build()))
     state = app_state()
     answers: _HTTPAnswers[C, R] = _HTTPAnswers(respond, mismatch, html=wait)
     return _execute(
@@ -538,14 +536,6 @@ def submit(
         scope=state.scope(),
         wait=state.wait if wait else 0.0,
     )
-
-
-def _call(handler: Handler[C, R], cmd: C) -> Ran[C, R]:
-    """Run without a key (nothing to claim or store)."""
-    try:
-        return Ran(cmd, handler(cmd))
-    except (Conflict, Rejected) as e:
-        return Ran(cmd, refusal=e)
 
 
 # handle(): the CLI, jobs and scripts.

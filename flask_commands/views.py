@@ -475,25 +475,22 @@ def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Res
         if spec.trusted is not None:
             spec.trusted(**view_args)  # it may refuse the caller (403, 404) before anything is validated
         return _validate_field(spec, data, field, json_caller)
-    raw_key = environ.get(_idempotent.IDEMPOTENCY_KEY_ENVIRON)
-    if raw_key is None:
-        ident = data.get("id")
-        if not isinstance(ident, str) or not ident:
-            # No key (no header, no id to key on): the common JSON post, run without the store.
-            return _run_unkeyed(spec, view_args, data, json_caller)
     try:
-        header_key = _idempotent.header_key(raw_key)
+        header_key = _idempotent.header_key(environ.get(_idempotent.IDEMPOTENCY_KEY_ENVIRON))
     except _idempotent.BadKey as e:
         return problem(400, detail=str(e), code="invalid_idempotency_key")
+    # Every rendered form carries a fresh hidden id, so a client-supplied id deduplicates a
+    # double submit even without the header.
+    key = header_key if header_key is not None else _id_key(data.get("id"))
+    if key is None:
+        # No key (no header, no UUID id to key on): the common JSON post, run without the store.
+        return _run_unkeyed(spec, view_args, data, json_caller)
     responder = _Responder(spec, view_args, data, json_caller)
 
     def build() -> C:
         values = spec.trusted(**view_args) if spec.trusted is not None else {}
         return spec.command.build(data, **values)
 
-    # Every rendered form carries a fresh hidden id, so a client-supplied id deduplicates a
-    # double submit even without the header.
-    key = header_key if header_key is not None else _id_key(data.get("id"))
     try:
         return _idempotent.submit(
             spec.handler,
@@ -511,8 +508,8 @@ def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Res
 def _run_unkeyed(
     spec: CommandSpec[C, R], view_args: dict[str, t.Any], data: Body, json_caller: bool
 ) -> flask.Response:
-    """Build and handle a command that has no idempotency key: what ``_idempotent.submit`` does
-    for ``key=None``, without its closures, ``Ran`` and responder, which the outcome rarely needs.
+    """Build and handle a command that has no idempotency key: nothing to claim or store, so
+    neither ``_idempotent.submit`` nor its closures, ``Ran`` and responder are needed.
     """
     try:
         if spec.trusted is not None:
