@@ -175,13 +175,7 @@ def request_fingerprint(
         query = sorted((name, args.getlist(name)) for name in args)
     else:
         query = []
-    # _digest(req.method, [url, query, body]), inlined for the common case: one call less.
-    sent = [req.method, [url, query, body]]
-    try:
-        text = "".join(_encode_chunks(sent, 0)) if _encode_chunks is not None else _ENCODER.encode(sent)
-    except (TypeError, ValueError):
-        text = _codec.dumps(sent)
-    return _sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return _digest(req.method, [url, query, body])
 
 
 _sha256 = hashlib.sha256
