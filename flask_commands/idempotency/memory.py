@@ -5,14 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import itertools
-import math
 import threading
 import time
 import typing as t
 
-from .store import _FINGERPRINT_MAX_LENGTH
-from .store import _KEY_MAX_LENGTH
-from .store import _OUTCOMES
 from .store import Acquired
 from .store import Claim
 from .store import LeaseLost
@@ -67,15 +63,7 @@ class MemoryStore:
 
         :raises ValueError: ``connection`` was given; memory cannot join a database transaction.
         """
-        if not (
-            type(key) is str
-            and 0 < len(key) <= _KEY_MAX_LENGTH
-            and type(fingerprint) is str
-            and 0 < len(fingerprint) <= _FINGERPRINT_MAX_LENGTH
-            and type(lease) is float
-            and 0.0 < lease < math.inf
-        ):
-            _check_claim(key, fingerprint, lease)  # the checks in full, and their messages
+        _check_claim(key, fingerprint, lease)
         if connection is not None:
             raise ValueError(
                 f"MemoryStore cannot claim inside the transaction of {connection!r}; claim without"
@@ -107,8 +95,7 @@ class MemoryStore:
         :raises LeaseLost: the claim is no longer ``token``'s.
         :raises ValueError: ``connection`` was given; memory cannot join a database transaction.
         """
-        if not (type(ttl) is float and 0.0 < ttl < math.inf and outcome in _OUTCOMES):
-            _check_complete(outcome, ttl)  # the checks in full, and their messages
+        _check_complete(outcome, ttl)
         if connection is not None:
             raise ValueError(
                 f"MemoryStore cannot write inside the transaction of {connection!r}; call complete()"
