@@ -409,7 +409,7 @@ def shout(cmd: Shout) -> str:
 
 
 def _shout_app(store: t.Any) -> flask.Flask:
-    """A JSON-only view of a handler without a transaction: the keyed straight-line path."""
+    """A JSON-only view of a handler without a transaction: the claim-apart protocol."""
     app = flask.Flask(__name__)
     app.config.update(SECRET_KEY="test", COMMANDS_IDEMPOTENCY_STORE=store)
     Commands(app)
