@@ -334,6 +334,14 @@ def test_success_keeps_the_submitted_id(client: flask.testing.FlaskClient) -> No
     assert response.json["id"] == ident
 
 
+def test_json_id_that_is_no_uuid_is_refused(client: flask.testing.FlaskClient) -> None:
+    # An id that is no UUID gives no idempotency key: the post runs unkeyed, and build refuses it.
+    response = client.post("/api/todos", json={"title": "Milk", "id": "not-a-uuid"})
+    assert response.status_code == 422
+    assert response.json is not None
+    assert list(response.json["errors"]) == ["id"]
+
+
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 def test_success_other_methods(client: flask.testing.FlaskClient, method: str) -> None:
     response = client.open("/todos/new", method=method, json={"title": "Milk"})
