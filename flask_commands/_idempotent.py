@@ -44,7 +44,6 @@ from .idempotency.store import Claim
 from .idempotency.store import InProgress
 from .idempotency.store import LeaseLost
 from .idempotency.store import Mismatch
-from .idempotency.store import OutcomeKind
 from .idempotency.store import Record
 from .idempotency.store import Replay
 from .idempotency.store import Store
@@ -96,16 +95,15 @@ def header_key(header: str | None) -> str | None:
     if header is None:
         return None
     value = header.strip()
-    # Only a value in quotes can be an sf-string: a bare token (the usual case) skips that match.
-    match = _SF_STRING.fullmatch(value) if value[:1] == '"' else None
-    if match is not None:
-        key = re.sub(r'\\(["\\])', r"\1", match.group(1))
-    elif _TOKEN.fullmatch(value):
-        key = value
+    if _TOKEN.fullmatch(value):
+        key = value  # a bare token, the usual case: it holds no quote, so it is no sf-string
     else:
-        raise BadKey(f"The {IDEMPOTENCY_KEY} header must be a quoted string of printable ASCII.")
-    if not key:
-        raise BadKey(f"The {IDEMPOTENCY_KEY} header is empty.")
+        match = _SF_STRING.fullmatch(value)
+        if match is None:
+            raise BadKey(f"The {IDEMPOTENCY_KEY} header must be a quoted string of printable ASCII.")
+        key = re.sub(r'\\(["\\])', r"\1", match.group(1))
+        if not key:
+            raise BadKey(f"The {IDEMPOTENCY_KEY} header is empty.")
     if len(key) > _KEY_MAX_LENGTH:
         raise BadKey(f"The {IDEMPOTENCY_KEY} header has {len(key)} characters; 255 at most are allowed.")
     return key
@@ -178,7 +176,9 @@ def request_fingerprint(
     return _digest(req.method, [url, query, body])
 
 
-_sha256 = hashlib.sha256
+# A SHA-256 object that is never updated, copied for each digest: hashlib.sha256() looks the
+# digest up in OpenSSL on every call, which on a request's cold cache costs more than the hashing.
+_SHA256 = hashlib.sha256()
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 # The C encoder that _ENCODER.encode makes on every call, made once: the same text, without the
 # per-call set-up. No circular check: parsed JSON, form values and strings cannot hold a cycle.
@@ -201,7 +201,9 @@ def _digest(kind: str, data: t.Any) -> str:
             text = _ENCODER.encode([kind, data])
     except (TypeError, ValueError):
         text = _codec.dumps([kind, data])
-    return _sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = _SHA256.copy()
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 @dataclasses.dataclass(slots=True)
@@ -211,11 +213,6 @@ class Ran(t.Generic[C, R]):
     command: C
     result: R | None = None
     refusal: Conflict | Rejected | None = None
-
-    @property
-    def outcome(self) -> OutcomeKind:
-        """``"ok"``, or the refusal's outcome name."""
-        return "ok" if self.refusal is None else self.refusal.outcome
 
 
 class Answers(t.Protocol[C, R, T]):
@@ -246,11 +243,6 @@ class Answers(t.Protocol[C, R, T]):
         ...
 
 
-@dataclasses.dataclass(slots=True)
-class _Answered(t.Generic[T]):
-    answer: T
-
-
 class _NotOurs(Exception):
     """The claim made inside the handler's transaction did not acquire the key: roll back."""
 
@@ -278,34 +270,35 @@ def _execute(
 ) -> T:
     """Run ``handler`` at most once per ``key``: claim, build, run, render, record; or replay."""
     scoped = scoped_key(handler.command, key, scope)
-    store = state.store
-    deadline = time.monotonic() + wait
+    deadline = 0.0
     pause = 0.05
     lost = 0
     try:
+        session = _shared_session(handler, state)
         while True:
-            session = _shared_session(handler, store)
+            # A run ends in its answer, as a 1-tuple, or in the claim that did not acquire the key.
             if session is not None:
                 ended = _one_transaction(handler, build, scoped, fingerprint, answers, state, session)
             else:
                 ended = _claim_apart(handler, build, scoped, fingerprint, answers, state)
-            if isinstance(ended, _Answered):
-                return ended.answer
+            if type(ended) is tuple:
+                return ended[0]
+            command = build if isinstance(build, Command) else None
             if isinstance(ended, Replay):
                 if signals.replayed.receivers:
-                    command = build if isinstance(build, Command) else None
                     signals._send(signals.replayed, handler, command=command, key=key)
                 return answers.replay(ended.record)
             if isinstance(ended, Mismatch):
-                command = build if isinstance(build, Command) else None
                 signals._send(signals.key_refused, handler, command=command, key=key, reason="mismatch")
                 return answers.mismatch()
             assert isinstance(ended, InProgress)  # a claim is Acquired only inside a run
             if ended.retry_after == 0.0 and lost < 3:
                 lost += 1  # lost a race that has just ended: look again at once
                 continue
-            if time.monotonic() + pause > deadline:
-                command = build if isinstance(build, Command) else None
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + wait
+            if now + pause > deadline:
                 signals._send(signals.key_refused, handler, command=command, key=key, reason="in_progress")
                 return answers.in_progress(ended.retry_after)
             time.sleep(pause)
@@ -314,8 +307,8 @@ def _execute(
         return answers.unavailable(e)
 
 
-def _shared_session(handler: Handler[t.Any, t.Any], store: Store) -> t.Any:
-    """The handler's session when ``store`` shares its database (one transaction), else ``None``."""
+def _shared_session(handler: Handler[t.Any, t.Any], state: AppState) -> t.Any:
+    """The handler's session when the store shares its database (one transaction), else ``None``."""
     session = handler.transaction
     if session is None or not hasattr(session, "begin_nested"):
         return None
@@ -323,11 +316,11 @@ def _shared_session(handler: Handler[t.Any, t.Any], store: Store) -> t.Any:
         bind = session.get_bind()  # type: ignore[union-attr]
     except Exception:
         return None
-    return session if store.same_database(bind) else None
+    return session if state.store.same_database(bind) else None
 
 
 class _Builder(t.Generic[C]):
-    """Builds the command once, inside the run, and keeps it for the answer of a refusal."""
+    """Builds the command once, after the in-transaction claim, and keeps it for a refusal's answer."""
 
     def __init__(self, build: C | t.Callable[[], C]) -> None:
         self.build = build
@@ -347,7 +340,7 @@ def _one_transaction(
     answers: Answers[C, R, T],
     state: AppState,
     session: t.Any,
-) -> _Answered[T] | Claim:
+) -> tuple[T] | Claim:
     store = state.store
     builder = _Builder(build)
     tokens: list[str] = []
@@ -377,7 +370,7 @@ def _one_transaction(
         # rolled back, and the next round replays its outcome.
         return InProgress(retry_after=0.0)
     except _Fault as e:
-        return _Answered(t.cast(T, e.answer))
+        return (e.answer,)
     except (Conflict, Rejected) as e:
         # The handler's writes and the claim are rolled back; the refusal is recorded apart.
         answer = answers.render(Ran(t.cast(C, builder.command), refusal=e))
@@ -386,8 +379,8 @@ def _one_transaction(
             claimed = store.claim(scoped, fingerprint, lease=state.lease)
             if isinstance(claimed, Acquired):
                 store.complete(scoped, claimed.token, outcome=e.outcome, ttl=state.ttl, response=stored)
-        return _Answered(answer)
-    return _Answered(answered[0])
+        return (answer,)
+    return (answered[0],)
 
 
 def _claim_apart(
@@ -397,19 +390,21 @@ def _claim_apart(
     fingerprint: str,
     answers: Answers[C, R, T],
     state: AppState,
-) -> _Answered[T] | Claim:
+) -> tuple[T] | Claim:
     store = state.store
     claimed = store.claim(scoped, fingerprint, lease=state.lease)
     if not isinstance(claimed, Acquired):
         return claimed
     token = claimed.token
-    builder = _Builder(build)
+    # Typed, not t.cast (a call on every request): None only when build() refused the command.
+    command: C = None  # type: ignore[assignment]
     try:
-        ran: Ran[C, R] = Ran(builder.command or t.cast(C, None))
-        ran.result = handler.run(builder)
-        ran.command = t.cast(C, builder.command)
-    except (Conflict, Rejected) as e:
-        ran = Ran(t.cast(C, builder.command), refusal=e)
+        try:
+            # Built before the run, as an unkeyed post is: no transaction to build inside of here.
+            command = build if isinstance(build, Command) else build()
+            ran: Ran[C, R] = Ran(command, handler.run(command))
+        except (Conflict, Rejected) as e:
+            ran = Ran(command, refusal=e)
     except BaseException:
         _release(store, scoped, token)
         raise
@@ -423,11 +418,14 @@ def _claim_apart(
             _release(store, scoped, token)
         raise
     stored = answers.stored(answer)
-    if stored is None and ran.refusal is not None:
-        _release(store, scoped, token)
+    refusal = ran.refusal
+    if refusal is None:
+        store.complete(scoped, token, outcome="ok", ttl=state.ttl, response=stored)
+    elif stored is not None:
+        store.complete(scoped, token, outcome=refusal.outcome, ttl=state.ttl, response=stored)
     else:
-        store.complete(scoped, token, outcome=ran.outcome, ttl=state.ttl, response=stored)
-    return _Answered(answer)
+        _release(store, scoped, token)
+    return (answer,)
 
 
 def _release(store: Store, scoped: str, token: str) -> None:
@@ -441,23 +439,36 @@ def _release(store: Store, scoped: str, token: str) -> None:
 # HTTP: command_view.
 
 
-class _HTTPAnswers(t.Generic[C, R]):
-    def __init__(
-        self,
-        respond: t.Callable[[Ran[C, R]], Response],
-        mismatch: t.Callable[[], Response],
-        html: bool,
-    ) -> None:
-        self.render = respond
-        self.mismatch = mismatch
-        self.html = html
+class HTTPAnswers(t.Generic[C, R]):
+    """The HTTP answers of a keyed run: what is stored and replayed, and the refusals of the key.
+
+    A view subclasses it with the two answers only it can make: :meth:`render`, the response of
+    a run, and :meth:`mismatch`, the response when the key was used with other values.
+    """
+
+    #: Whether the caller gets problem+json rather than HTML pages; an HTML form post waits up
+    #: to ``COMMANDS_IDEMPOTENCY_WAIT`` for a running duplicate instead of a 409 at once.
+    json: bool
+
+    def render(self, ran: Ran[C, R]) -> Response:
+        """The response of a run: its result, or its conflict or rejection."""
+        raise NotImplementedError
+
+    def mismatch(self) -> Response:
+        """The response when the key was used with other values."""
+        raise NotImplementedError
 
     def stored(self, answer: Response) -> StoredResponse | None:
+        """What to keep of ``answer`` for replays; ``None`` for a fault (5xx, never stored)."""
         status = answer.status_code
         if status >= 500:
             return None
-        # Headers yields its own (name, value) tuples: kept as they are.
-        headers = [item for item in answer.headers if item[0].lower() not in _NOT_STORED]
+        # Headers yields its own (name, value) tuples: kept as they are. A loop, not a list
+        # comprehension: one frame less on every keyed request.
+        headers = []
+        for item in answer.headers:
+            if item[0].lower() not in _NOT_STORED:
+                headers.append(item)
         body = answer.response
         # A body of one bytes object (jsonify, render_template, problem): itself, as get_data gives.
         if type(body) is list and len(body) == 1 and type(body[0]) is bytes:
@@ -467,6 +478,7 @@ class _HTTPAnswers(t.Generic[C, R]):
         return StoredResponse(status, headers, data)
 
     def replay(self, record: Record) -> Response:
+        """The stored response again, marked ``Idempotent-Replayed: true``."""
         stored = record.response
         if stored is None:
             # Claim apart only: the process failed after the handler committed, before the record.
@@ -480,11 +492,13 @@ class _HTTPAnswers(t.Generic[C, R]):
         return response
 
     def in_progress(self, retry_after: float) -> Response:
+        """409 ``in_progress`` with ``Retry-After``: another request holds the key."""
         headers = {"Retry-After": str(max(1, round(retry_after)))}
         return problem(409, detail=_IN_PROGRESS, code="in_progress", headers=headers)
 
     def unavailable(self, error: StoreUnavailable) -> Response:
-        if self.html:
+        """503 with ``Retry-After`` for JSON; an HTML post gets the app's own 503 page."""
+        if not self.json:
             # An HTML form post: the app's own 503 page, rendered by the handler init_app registers.
             raise error
         _log.warning("The idempotency store is unavailable; answered 503.", exc_info=error)
@@ -497,14 +511,7 @@ class _HTTPAnswers(t.Generic[C, R]):
 
 
 def submit(
-    handler: Handler[C, R],
-    build: t.Callable[[], C],
-    key: str,
-    *,
-    fingerprint: t.Callable[[], str],
-    respond: t.Callable[[Ran[C, R]], Response],
-    mismatch: t.Callable[[], Response],
-    wait: bool,
+    handler: Handler[C, R], build: t.Callable[[], C], key: str, fingerprint: str, answers: HTTPAnswers[C, R]
 ) -> Response:
     """Build and run a command once per ``key`` and return the response, first or replayed.
 
@@ -512,23 +519,20 @@ def submit(
     looked up); ``build`` may raise ``CommandInvalid``, which frees the key and propagates.
 
     :param build: builds the command (trusted values, then ``Command.build``).
-    :param fingerprint: hashes what the client sent (see :func:`request_fingerprint`).
-    :param respond: makes the response of a run (its result, or its conflict or rejection).
-    :param mismatch: makes the response when the key was used with other values.
-    :param wait: wait up to ``COMMANDS_IDEMPOTENCY_WAIT`` for a running duplicate (HTML form
-        posts), instead of answering 409 at once (JSON).
+    :param fingerprint: the hash of what the client sent (see :func:`request_fingerprint`).
+    :param answers: the view's answers; an HTML caller (``answers.json`` false) waits up to
+        ``COMMANDS_IDEMPOTENCY_WAIT`` for a running duplicate, instead of a 409 at once.
     """
     state = app_state()
-    answers: _HTTPAnswers[C, R] = _HTTPAnswers(respond, mismatch, html=wait)
     return _execute(
         handler,
         build,
         key,
-        fingerprint(),
+        fingerprint,
         answers,
         state=state,
         scope=state.scope(),
-        wait=state.wait if wait else 0.0,
+        wait=0.0 if answers.json else state.wait,
     )
 
 

@@ -3,7 +3,7 @@
 The view function carries what it was made from as ``view.command_spec`` (a :class:`CommandSpec`).
 A submission goes through three steps: the HTTP body is parsed (:func:`_read_body`), the command
 is built from it, and :func:`_idempotent.submit` runs the handler at most once per idempotency
-key, with :func:`_respond` turning its outcome into the response that is stored and replayed.
+key, with :class:`_Responder` turning its outcome into the response that is stored and replayed.
 """
 
 from __future__ import annotations
@@ -166,8 +166,12 @@ def _template_missing(name: str, func: t.Callable[..., t.Any]) -> TemplateNotFou
     )
 
 
-class _Responder(t.Generic[C, R]):
-    """Turns one submission's outcomes into responses: success, invalid input, conflict, rejection."""
+class _Responder(_idempotent.HTTPAnswers[C, R]):
+    """Turns one submission's outcomes into responses: success, invalid input, conflict, rejection.
+
+    It is also the answers of a keyed submission (:func:`_idempotent.submit`), which adds what is
+    stored and replayed.
+    """
 
     def __init__(self, spec: CommandSpec[C, R], view_args: dict[str, t.Any], data: Body, json: bool) -> None:
         self.spec = spec
@@ -176,9 +180,21 @@ class _Responder(t.Generic[C, R]):
         #: Whether the caller gets problem+json rather than a re-rendered form.
         self.json = json
 
-    def success(self, result: R, cmd: C) -> flask.Response:
-        """The decorated function's return value for ``(result, cmd)``, made a response."""
-        return _as_response(self.spec.func(result, cmd, **self.view_args))
+    def render(self, ran: _idempotent.Ran[C, R]) -> flask.Response:
+        """The response of a run of the handler: its result, conflict or rejection."""
+        refusal = ran.refusal
+        if refusal is None:
+            return _as_response(self.spec.func(ran.result, ran.command, **self.view_args))
+        if isinstance(refusal, Conflict):
+            return self.conflict(refusal)
+        return self.rejected(refusal)
+
+    def mismatch(self) -> flask.Response:
+        """422 for a key reused with other values: the form again (a history-restored form), or a problem."""
+        if self.json:
+            detail = "This idempotency key was already used with another payload."
+            return problem(422, detail=detail, code="idempotency_key_reused")
+        return self.form_error(_ALREADY_SUBMITTED, code="idempotency_key_reused")
 
     def invalid(self, error: CommandInvalid) -> flask.Response:
         """422: the form re-rendered with its errors, or problem+json with ``errors``."""
@@ -256,23 +272,6 @@ def _with_current(response: flask.Response, current: t.Mapping[str, t.Any] | Non
         return response
     response.set_data(json.dumps(body))
     return response
-
-
-def _respond(ran: _idempotent.Ran[C, R], responder: _Responder[C, R]) -> flask.Response:
-    """Turn a run of the handler (its result, conflict or rejection) into a response."""
-    if isinstance(ran.refusal, Conflict):
-        return responder.conflict(ran.refusal)
-    if isinstance(ran.refusal, Rejected):
-        return responder.rejected(ran.refusal)
-    return responder.success(t.cast(R, ran.result), ran.command)
-
-
-def _mismatch(responder: _Responder[t.Any, t.Any]) -> flask.Response:
-    """422 for a key reused with other values: the form again (a history-restored form), or a problem."""
-    if responder.json:
-        detail = "This idempotency key was already used with another payload."
-        return problem(422, detail=detail, code="idempotency_key_reused")
-    return responder.form_error(_ALREADY_SUBMITTED, code="idempotency_key_reused")
 
 
 def _validate_field(
@@ -491,16 +490,9 @@ def _dispatch(spec: CommandSpec[C, R], view_args: dict[str, t.Any]) -> flask.Res
         values = spec.trusted(**view_args) if spec.trusted is not None else {}
         return spec.command.build(data, **values)
 
+    fingerprint = _idempotent.request_fingerprint(data, view_args, request)
     try:
-        return _idempotent.submit(
-            spec.handler,
-            build,
-            key,
-            fingerprint=lambda: _idempotent.request_fingerprint(data, view_args, request),
-            respond=lambda ran: _respond(ran, responder),
-            mismatch=lambda: _mismatch(responder),
-            wait=not json_caller,
-        )
+        return _idempotent.submit(spec.handler, build, key, fingerprint, responder)
     except CommandInvalid as e:
         return responder.invalid(e)
 

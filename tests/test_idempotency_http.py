@@ -12,7 +12,7 @@ from werkzeug.datastructures import MultiDict
 
 from flask_commands import Commands
 from flask_commands import _codec
-from flask_commands._idempotent import _HTTPAnswers
+from flask_commands._idempotent import HTTPAnswers
 from flask_commands._idempotent import request_fingerprint
 from flask_commands.idempotency.memory import MemoryStore
 from flask_commands.idempotency.store import Acquired
@@ -94,8 +94,10 @@ def test_fingerprint_of_values_json_cannot_encode(app: flask.Flask) -> None:
     assert _fingerprint(app, data) == expected
 
 
-def _answers() -> _HTTPAnswers[t.Any, t.Any]:
-    return _HTTPAnswers(lambda ran: flask.Response(), lambda: flask.Response(), html=False)
+def _answers() -> HTTPAnswers[t.Any, t.Any]:
+    answers: HTTPAnswers[t.Any, t.Any] = HTTPAnswers()
+    answers.json = True
+    return answers
 
 
 def test_stored_response_of_one_bytes_body(app: flask.Flask) -> None:
