@@ -131,7 +131,7 @@ def command_fingerprint(cmd: Command) -> str:
         text = json.dumps(
             [kind, dict(zip(names, values, strict=True))], sort_keys=True, separators=(",", ":")
         )
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return _sha256_hex(text)
     data = cmd.to_dict()
     del data["id"], data["issued_at"]
     return _digest(kind, data)
@@ -201,6 +201,10 @@ def _digest(kind: str, data: t.Any) -> str:
             text = _ENCODER.encode([kind, data])
     except (TypeError, ValueError):
         text = _codec.dumps([kind, data])
+    return _sha256_hex(text)
+
+
+def _sha256_hex(text: str) -> str:
     digest = _SHA256.copy()
     digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
