@@ -2,7 +2,8 @@
 
 Not a bench itself. Each server is a child process running the bench script again with
 ``--serve NAME --port PORT`` (the script calls :func:`serve`); :func:`servers` starts them and
-stops them (SIGTERM), :func:`wrk` measures one bounded run.
+stops them (SIGTERM), :func:`wrk` measures one bounded run and :func:`cpu_seconds` the CPU time a
+server used, the steadier figure on a shared machine.
 
 The benches run as ``python -P bench/x.py``, which leaves ``bench/`` off ``sys.path``: they
 append their own folder before importing this module (appended, so it shadows nothing).
@@ -131,6 +132,26 @@ def servers(script: str, names: t.Iterable[str], *extra: str) -> t.Iterator[dict
             except subprocess.TimeoutExpired:
                 server.process.kill()
                 server.process.wait()
+
+
+def cpu_seconds(master: int) -> float:
+    """CPU seconds used so far by the gunicorn master ``master`` and its workers (from /proc).
+
+    Other processes on a shared machine slow every server's throughput, but not the CPU time
+    each request takes: a ratio of CPU per request is the steadier figure. ``0.0`` without /proc.
+    """
+    total = 0.0
+    pids = [master]
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+    return total
 
 
 @contextlib.contextmanager

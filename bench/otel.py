@@ -135,22 +135,6 @@ def serve(name: str, port: int) -> None:
     loopback.serve(lambda: _configured(name), port, loopback.GTHREAD)
 
 
-def _cpu(master: int) -> float:
-    """CPU seconds used so far by the gunicorn master ``master`` and its workers (from /proc)."""
-    total = 0.0
-    pids = [master]
-    try:
-        with open(f"/proc/{master}/task/{master}/children") as f:
-            pids += [int(p) for p in f.read().split()]
-        for pid in pids:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0.0
-    return total
-
-
 def over_http(seconds: int, rounds: int, connections: int) -> dict[str, list[tuple[float, float]]]:
     rates: dict[str, list[tuple[float, float]]] = {name: [] for name in CONFIGS}
     with loopback.servers(__file__, CONFIGS) as servers, loopback.wrk_script() as script:
@@ -161,9 +145,10 @@ def over_http(seconds: int, rounds: int, connections: int) -> dict[str, list[tup
             shift = round_ % len(CONFIGS)
             for name in CONFIGS[shift:] + CONFIGS[:shift]:
                 server = servers[name]
-                before = _cpu(server.process.pid)
+                before = loopback.cpu_seconds(server.process.pid)
                 run = loopback.wrk(server.port, seconds, script, BODY, connections=connections)
-                rates[name].append((run.rate, (_cpu(server.process.pid) - before) / max(run.requests, 1)))
+                cpu = loopback.cpu_seconds(server.process.pid) - before
+                rates[name].append((run.rate, cpu / max(run.requests, 1)))
     return rates
 
 

@@ -24,7 +24,8 @@ invalid, each below every peer's.
 
 ``--http`` (bounded: ``--http-seconds`` per run) also serves each app with gunicorn on loopback
 (sync ``-w 1``, sync ``-w 2``, ``gthread`` one worker of 4 threads) and drives it with ``wrk``
-(Debian: ``apt-get install wrk``), printing requests per second relative to bare Flask.
+(Debian: ``apt-get install wrk``), printing requests per second relative to bare Flask, and the
+server's CPU time per request relative to bare Flask's (the steadier of the two here).
 ``--profile command:valid`` prints a cProfile of that app and path instead.
 """
 
@@ -266,12 +267,17 @@ def serve(name: str, port: int, setting: str) -> None:
     loopback.serve(lambda: app, port, SETTINGS[setting])
 
 
-def http(names: list[str], seconds: int, rounds: int) -> None:
-    """gunicorn + wrk for each setting; print requests/s relative to bare Flask."""
+def http(names: list[str], seconds: int, rounds: int, settings: list[str]) -> None:
+    """gunicorn + wrk for each setting; print requests/s and CPU/request relative to bare Flask.
+
+    The server's CPU time per request (master and workers, from /proc) is the steadier figure:
+    other processes on a shared machine slow every run's throughput, not each request's CPU time.
+    """
     with loopback.wrk_script() as script:
-        for setting in SETTINGS:
+        for setting in settings:
             served = [name for name in names if name != "keyed"]
             rates: dict[tuple[str, str], list[float]] = {}
+            cpus: dict[tuple[str, str], list[float]] = {}
             with loopback.servers(__file__, served, "--setting", setting) as servers:
                 runs = [(name, path) for name in names for path in PATHS]
                 runs.remove(("keyed", "invalid"))  # an invalid command is never keyed
@@ -279,19 +285,25 @@ def http(names: list[str], seconds: int, rounds: int) -> None:
                     shift = round_ % len(runs)
                     for name, path in runs[shift:] + runs[:shift]:
                         data, status = PATHS[path]
-                        port = servers["command" if name == "keyed" else name].port
+                        server = servers["command" if name == "keyed" else name]
+                        before = loopback.cpu_seconds(server.process.pid)
                         run = loopback.wrk(
-                            port, seconds, script, data, keyed=name == "keyed", expect_2xx=status < 300
+                            server.port, seconds, script, data, keyed=name == "keyed", expect_2xx=status < 300
                         )
+                        used = loopback.cpu_seconds(server.process.pid) - before
                         rates.setdefault((name, path), []).append(run.rate)
-            median = {key: statistics.median(values) for key, values in rates.items()}
+                        cpus.setdefault((name, path), []).append(used / max(run.requests, 1))
+            rate = {key: statistics.median(values) for key, values in rates.items()}
+            cpu = {key: statistics.median(values) for key, values in cpus.items()}
             print(f"gunicorn {setting}, wrk -t1 -c8, {rounds} x {seconds} s, medians; ratio to bare Flask:")
             for path in PATHS:
-                bare = median[("bare", path)]
-                row = "  ".join(
-                    f"{name} {median[(name, path)] / bare:.2f}" for name in names if (name, path) in median
-                )
-                print(f"  {path:<8} bare {bare:.0f} req/s; {row}")
+                bare = ("bare", path)
+                measured = [name for name in names if (name, path) in rate]
+                by_rate = "  ".join(f"{name} {rate[(name, path)] / rate[bare]:.2f}" for name in measured)
+                print(f"  {path:<8} req/s       bare {rate[bare]:.0f}; {by_rate}")
+                if cpu[bare]:
+                    by_cpu = "  ".join(f"{name} {cpu[bare] / cpu[(name, path)]:.2f}" for name in measured)
+                    print(f"  {path:<8} CPU/request bare {cpu[bare] * 1e6:.0f} us; {by_cpu}")
 
 
 # --- profile -----------------------------------------------------------------------------------
@@ -321,6 +333,9 @@ def main() -> None:
     parser.add_argument("--http", action="store_true", help="also gunicorn + wrk on loopback")
     parser.add_argument("--http-seconds", type=int, default=3, help="length of one wrk run")
     parser.add_argument("--http-rounds", type=int, default=3, help="wrk runs per app, path and setting")
+    parser.add_argument(
+        "--http-setting", action="append", choices=SETTINGS, help="only this gunicorn setting (repeatable)"
+    )
     parser.add_argument("--profile", metavar="APP:PATH", help="print a cProfile instead (command:valid)")
     parser.add_argument("--serve", choices=FACTORIES, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -338,7 +353,7 @@ def main() -> None:
     report_server_side(best, args.seconds)
     if args.http:
         loopback.require_wrk()
-        http(list(apps), args.http_seconds, args.http_rounds)
+        http(list(apps), args.http_seconds, args.http_rounds, args.http_setting or list(SETTINGS))
 
 
 if __name__ == "__main__":

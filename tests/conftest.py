@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -54,6 +55,12 @@ def require_chromium() -> str:
     if not os.access(CHROMIUM, os.X_OK):
         _missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     return CHROMIUM
+
+
+def require_wrk() -> None:
+    """Skip (or fail, under CI) when Debian's ``wrk``, which drives the HTTP benches, is missing."""
+    if shutil.which("wrk") is None:
+        _missing("wrk is not installed (apt-get install wrk)")
 
 
 CHROMIUM_ARGS = [

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import require_service
+from tests.conftest import require_wrk
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 
@@ -51,6 +49,15 @@ def test_bench_peers_runs() -> None:
     assert "command (invalid)" in out
 
 
+def test_bench_peers_http_runs() -> None:
+    require_wrk()
+    http = ["--http", "--http-seconds", "1", "--http-rounds", "1"]
+    out = _run("peers.py", "--seconds", "0.3", "--batch", "10", *http, "--http-setting", "sync -w 1")
+    assert "gunicorn sync -w 1" in out
+    assert "CPU/request bare" in out
+    assert "gthread" not in out
+
+
 def test_bench_peers_profile_runs() -> None:
     out = _run("peers.py", "--profile", "command:invalid")
     assert "function calls" in out
@@ -69,7 +76,18 @@ def test_bench_jobs_runs() -> None:
 
 
 def test_bench_http_view_runs() -> None:
-    if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (apt-get install wrk)")
+    require_wrk()
     out = _run("http_view.py", "--seconds", "1", "--rounds", "1", "--connections", "2")
     assert "command / bare" in out
+
+
+def test_bench_otel_runs() -> None:
+    require_wrk()
+    out = _run("otel.py", "--seconds", "1", "--rounds", "1", "--connections", "2")
+    assert "on / off over HTTP" in out
+
+
+def test_bench_outbox_runs() -> None:
+    database, broker = require_service("postgresql"), require_service("redis")
+    out = _run("outbox.py", "--commands", "5", "--rounds", "1", "--database", database, "--broker", broker)
+    assert "ratio outbox/direct" in out
