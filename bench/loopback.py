@@ -3,7 +3,7 @@
 Not a bench itself. Each server is a child process running the bench script again with
 ``--serve NAME --port PORT`` (the script calls :func:`serve`); :func:`servers` starts them and
 stops them (SIGTERM), :func:`wrk` measures one bounded run and :func:`cpu_seconds` the CPU time a
-server used, the steadier figure on a shared machine.
+server used.
 
 The benches run as ``python -P bench/x.py``, which leaves ``bench/`` off ``sys.path``: they
 append their own folder before importing this module (appended, so it shadows nothing).
@@ -137,8 +137,9 @@ def servers(script: str, names: t.Iterable[str], *extra: str) -> t.Iterator[dict
 def cpu_seconds(master: int) -> float:
     """CPU seconds used so far by the gunicorn master ``master`` and its workers (from /proc).
 
-    Other processes on a shared machine slow every server's throughput, but not the CPU time
-    each request takes: a ratio of CPU per request is the steadier figure. ``0.0`` without /proc.
+    Time spent waiting for a CPU that another process holds lowers a server's throughput but is
+    not CPU time, so CPU per request is the figure that load on a shared machine blurs less
+    (cache contention still shows in both). ``0.0`` without /proc.
     """
     total = 0.0
     pids = [master]

@@ -25,7 +25,8 @@ invalid, each below every peer's.
 ``--http`` (bounded: ``--http-seconds`` per run) also serves each app with gunicorn on loopback
 (sync ``-w 1``, sync ``-w 2``, ``gthread`` one worker of 4 threads) and drives it with ``wrk``
 (Debian: ``apt-get install wrk``), printing requests per second relative to bare Flask, and the
-server's CPU time per request relative to bare Flask's (the steadier of the two here).
+server's CPU time per request relative to bare Flask's (time spent waiting for a CPU that another
+process holds lowers the first, not the second).
 ``--profile command:valid`` prints a cProfile of that app and path instead.
 """
 
@@ -270,8 +271,8 @@ def serve(name: str, port: int, setting: str) -> None:
 def http(names: list[str], seconds: int, rounds: int, settings: list[str]) -> None:
     """gunicorn + wrk for each setting; print requests/s and CPU/request relative to bare Flask.
 
-    The server's CPU time per request (master and workers, from /proc) is the steadier figure:
-    other processes on a shared machine slow every run's throughput, not each request's CPU time.
+    The server's CPU time per request (master and workers, from /proc) is not charged with the time
+    a server waits for a CPU that another process on a shared machine holds; its throughput is.
     """
     with loopback.wrk_script() as script:
         for setting in settings:
