@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import json.encoder as _json_encoder
 import logging
 import re
 import time
@@ -31,7 +30,6 @@ import flask
 from flask import current_app
 from flask import request
 
-from . import _codec
 from . import signals
 from .command import Command
 from .command import type_name
@@ -49,6 +47,8 @@ from .idempotency.store import Replay
 from .idempotency.store import Store
 from .idempotency.store import StoredResponse
 from .idempotency.store import StoreUnavailable
+from .idempotency.store import _sha256_hex
+from .idempotency.store import fingerprint
 from .problem import problem
 from .state import AppState
 from .state import app_state
@@ -134,7 +134,7 @@ def command_fingerprint(cmd: Command) -> str:
         return _sha256_hex(text)
     data = cmd.to_dict()
     del data["id"], data["issued_at"]
-    return _digest(kind, data)
+    return fingerprint(kind, data)
 
 
 _shapes: dict[type[Command], tuple[str, tuple[str, ...]]] = {}
@@ -173,41 +173,7 @@ def request_fingerprint(
         query = sorted((name, args.getlist(name)) for name in args)
     else:
         query = []
-    return _digest(req.method, [url, query, body])
-
-
-# A SHA-256 object that is never updated, copied for each digest: hashlib.sha256() looks the
-# digest up in OpenSSL on every call, which on a request's cold cache costs more than the hashing.
-_SHA256 = hashlib.sha256()
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-# The C encoder that _ENCODER.encode makes on every call, made once: the same text, without the
-# per-call set-up. No circular check: parsed JSON, form values and strings cannot hold a cycle.
-_c_make_encoder = getattr(_json_encoder, "c_make_encoder", None)
-_encode_chunks: t.Callable[[t.Any, int], t.Sequence[str]] | None = (
-    None
-    if _c_make_encoder is None
-    # markers, default, encoder, indent, separators, sort_keys, skipkeys, allow_nan: as _ENCODER's
-    else _c_make_encoder(
-        None, _ENCODER.default, _json_encoder.encode_basestring, None, ":", ",", True, False, True
-    )
-)
-
-
-def _digest(kind: str, data: t.Any) -> str:
-    try:
-        if _encode_chunks is not None:
-            text = "".join(_encode_chunks([kind, data], 0))
-        else:  # pragma: no cover - CPython always has the C encoder
-            text = _ENCODER.encode([kind, data])
-    except (TypeError, ValueError):
-        text = _codec.dumps([kind, data])
-    return _sha256_hex(text)
-
-
-def _sha256_hex(text: str) -> str:
-    digest = _SHA256.copy()
-    digest.update(text.encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
+    return fingerprint(req.method, [url, query, body])
 
 
 @dataclasses.dataclass(slots=True)

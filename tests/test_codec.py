@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
+import json
 import uuid
 
 import pytest
@@ -91,3 +92,17 @@ def test_dumps_encodes_command_values() -> None:
     value = {"id": uuid.UUID(int=2), "price": decimal.Decimal("2.50"), "colour": Colour.RED}
     expected = '{"colour":"red","id":"00000000-0000-0000-0000-000000000002","price":"2.50"}'
     assert _codec.dumps(value) == expected
+
+
+def test_dumps_same_text_as_json_dumps() -> None:
+    # The encoder made once gives json.dumps' text, floats, escapes and nesting included.
+    value = {"z": [1.5, -0.0, 1e300, None, True], "a": {"q": 'say "hi"\n', "é": "\ud800"}, "m": [[], {}]}
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert _codec.dumps(value) == expected
+
+
+def test_dumps_cycle_refused() -> None:
+    value: list[object] = []
+    value.append(value)
+    with pytest.raises(ValueError, match="Circular reference"):
+        _codec.dumps(value)

@@ -154,9 +154,21 @@ class Store(t.Protocol):
 STORE_METHODS = ("claim", "complete", "release", "get", "purge", "same_database")
 
 
-def fingerprint(kind: str, data: t.Mapping[str, t.Any]) -> str:
+def fingerprint(kind: str, data: t.Any) -> str:
     """Return the SHA-256 hex digest of the canonical JSON of ``[kind, data]``."""
-    return hashlib.sha256(_codec.dumps([kind, data]).encode()).hexdigest()
+    return _sha256_hex(_codec.dumps([kind, data]))
+
+
+def _sha256_hex(text: str) -> str:
+    """The SHA-256 hex digest of ``text`` in UTF-8 (a lone surrogate from JSON's ``\\ud800`` kept)."""
+    digest = _SHA256.copy()
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+# A SHA-256 object that is never updated, copied for each digest: hashlib.sha256() looks the
+# digest up in OpenSSL on every call, which on a request's cold cache costs more than the hashing.
+_SHA256 = hashlib.sha256()
 
 
 def _check_key(key: str) -> None:
